@@ -1,0 +1,5 @@
+import sys
+
+from fedcl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""The frozen-backbone wrapper shared by every registered backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone expects and produces."""
+
+    name: str
+    feature_dim: int
+    input_size: int  # the resolution it was pretrained at
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class FrozenBackbone(nn.Module):
+    """A pretrained feature extractor: no gradients, eval mode always.
+
+    Input: images in [0, 1], shape (N, 3, H, W). The backbone applies its own
+    normalisation, so learned input transformations act in pixel space.
+    ``stages`` lists the model's blocks from input to output; partial fine-tuning
+    unfreezes the last ones with :meth:`unfreeze`.
+    """
+
+    def __init__(self, model: nn.Module, spec: BackboneSpec, stages: list[nn.Module]) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = spec
+        self._stages = stages
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        self.frozen = True
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    @property
+    def feature_dim(self) -> int:
+        return self.spec.feature_dim
+
+    @property
+    def num_stages(self) -> int:
+        return len(self._stages)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+    def train(self, mode: bool = True) -> FrozenBackbone:
+        """A frozen backbone ignores train mode so BatchNorm statistics never move."""
+        super().train(mode and not self.frozen)
+        return self
+
+    def unfreeze(self, last_stages: int | None = None) -> list[nn.Parameter]:
+        """Make the last ``last_stages`` stages (all when None) trainable; returns their parameters."""
+        modules = self._stages if last_stages is None else self._stages[len(self._stages) - last_stages :]
+        if last_stages is None:
+            modules = [self.model]
+        params = [p for m in modules for p in m.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        self.frozen = False
+        return params
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def parameter_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())

@@ -1,0 +1,77 @@
+"""The ``fedcl`` command line: ``fedcl train``, ``fedcl list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fedcl.errors import FedclError
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="TOML/JSON config file (or a results.json to re-run)")
+    parser.add_argument("--preset", "-p", help="named preset applied before the config file (see 'fedcl list')")
+    parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set train.epochs=2 (repeatable)")
+    parser.add_argument("--out", "-o", default=None, help="output directory for results.json (default runs/<preset or config>)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress or summary table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedcl", description="Federated continual learning with frozen backbones and learned input transformations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="single-device continual learning on a task stream")
+    _add_config_args(train)
+    sub.add_parser("list", help="list presets and registered backbones, transforms, heads, methods, datasets")
+    return parser
+
+
+def _default_out(args: argparse.Namespace) -> Path:
+    stem = args.preset or (Path(args.config).stem if args.config else "default")
+    return Path("runs") / stem
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fedcl.config import build_config
+    from fedcl.reporting import Reporter
+    from fedcl.runner import run_single_device, write_results
+
+    cfg = build_config(args.preset, args.config, args.overrides)
+    reporter = Reporter(quiet=args.quiet)
+    reporter.start(cfg)
+    results = run_single_device(cfg, on_task_end=reporter.task_done)
+    path = write_results(results, args.out or _default_out(args))
+    reporter.summary(results, path)
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from fedcl.backbones import backbone_names
+    from fedcl.config import preset_names
+    from fedcl.data import dataset_names
+    from fedcl.heads import head_names
+    from fedcl.methods import method_names
+    from fedcl.transforms import transform_names
+
+    backbones = [n for n in backbone_names() if not n.endswith(":")] + ["timm:<model>", "torchvision:<model>"]
+    for title, names in [("presets", preset_names()), ("backbones", backbones), ("transforms", transform_names()),
+                         ("heads", head_names()), ("methods", method_names()), ("datasets", dataset_names())]:
+        print(f"{title:11s} {', '.join(names)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "list": cmd_list}[args.command](args)
+    except FedclError as exc:
+        print(f"fedcl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedcl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

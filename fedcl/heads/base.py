@@ -1,0 +1,32 @@
+"""Base class for classification heads on top of frozen-backbone features."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Head(nn.Module):
+    """Maps features (N, D) to logits over all ``num_classes`` global classes.
+
+    ``task_classes[t]`` lists the global classes of task t (needed by multi-head).
+    Heads without gradient (NCM) learn in :meth:`observe`, which the learner calls on
+    every training batch.
+    """
+
+    learns_by_gradient = True
+
+    def __init__(self, feature_dim: int, num_classes: int, task_classes: list[list[int]] | None = None) -> None:
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+        self.task_classes = task_classes or [list(range(num_classes))]
+
+    def forward(self, features: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def observe(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Update non-gradient state from a training batch (no-op by default)."""
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

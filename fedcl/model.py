@@ -1,0 +1,56 @@
+"""The continual model: learned input transform -> frozen backbone -> head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fedcl.backbones.base import FrozenBackbone
+from fedcl.heads.base import Head
+from fedcl.transforms.base import InputTransform
+
+
+class ContinualModel(nn.Module):
+    """Images in [0, 1] -> logits over all classes.
+
+    With a per-task transform and no task ids (class-/domain-incremental testing),
+    the task is inferred: each seen task's transform is tried and the task whose
+    prediction (restricted to its classes) is most confident wins.
+    """
+
+    def __init__(self, transform: InputTransform, backbone: FrozenBackbone, head: Head) -> None:
+        super().__init__()
+        self.transform = transform
+        self.backbone = backbone
+        self.head = head
+        self.seen_tasks: list[int] = []
+
+    def encode(self, images: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone(self.transform(images, task_ids))
+
+    def forward(self, images: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.transform.per_task and task_ids is None:
+            return self._infer_task_logits(images)
+        return self.head(self.encode(images, task_ids), task_ids)
+
+    def _infer_task_logits(self, images: torch.Tensor) -> torch.Tensor:
+        tasks = self.seen_tasks or [0]
+        best_logits, best_conf = None, None
+        for t in tasks:
+            ids = torch.full((images.shape[0],), t, dtype=torch.long, device=images.device)
+            logits = self.head(self.encode(images, ids), ids)
+            mask = torch.full_like(logits, float("-inf"))
+            mask[:, self.head.task_classes[t]] = 0.0
+            logits = logits + mask
+            conf = logits.softmax(dim=1).amax(dim=1)
+            if best_logits is None:
+                best_logits, best_conf = logits, conf
+            else:
+                better = conf > best_conf
+                best_logits = torch.where(better.unsqueeze(1), logits, best_logits)
+                best_conf = torch.maximum(conf, best_conf)
+        return best_logits
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Everything outside the frozen backbone that a client learns (transform + head)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}

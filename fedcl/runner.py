@@ -1,0 +1,60 @@
+"""Single-device continual learning: config in, ``results.json`` out."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedcl.config import RunConfig
+from fedcl.factory import make_benchmark, make_learner, make_method, make_model, resolve_device
+from fedcl.metrics import count_parameters, peak_memory_mb, summarize
+
+
+def run_single_device(cfg: RunConfig, on_task_end: Callable[[int, list[float]], None] | None = None) -> dict[str, Any]:
+    """Train on the whole stream and return the results dictionary."""
+    start = time.perf_counter()
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    device = resolve_device(cfg.train.device)
+    benchmark = make_benchmark(cfg)
+    method = make_method(cfg)
+    model = make_model(cfg, benchmark, method)
+    learner = make_learner(cfg, model, method, benchmark, device)
+    matrix, initial = learner.fit(benchmark, on_task_end)
+    trainable = [p for g in learner.param_groups for p in g["params"]]
+    trainable_params, trainable_bytes = count_parameters(trainable)
+    backbone_params, backbone_bytes = count_parameters(model.backbone.parameters())
+    return {
+        "config": cfg.to_dict(),
+        "method": cfg.method.name,
+        "transform": cfg.model.transform.name if method.uses_transform else "none",
+        "backbone": cfg.model.backbone,
+        "scenario": benchmark.scenario,
+        "dataset": benchmark.dataset,
+        "num_tasks": benchmark.num_tasks,
+        "task_classes": benchmark.task_classes,
+        "accuracy_matrix": matrix.tolist(),
+        **summarize(matrix, initial),
+        "trainable_params": trainable_params,
+        "trainable_bytes": trainable_bytes,
+        "backbone_params": backbone_params,
+        "backbone_bytes": backbone_bytes,
+        "device": str(device),
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        **peak_memory_mb(device),
+    }
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(path)
+    return path
