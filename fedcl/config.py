@@ -70,7 +70,7 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     optimizer: str = "adam"
-    lr: float = 0.01
+    lr: float = 0.001
     head_lr: float = 0.01
     backbone_lr: float = 1e-4
     momentum: float = 0.9
@@ -221,13 +221,13 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 # ---------------------------------------------------------------------- sources
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with a TOML value (numbers, true/false, [lists], "strings"); bare words are strings."""
+    """``key=value`` with a TOML value (numbers, true/false, [lists], "strings"); bare words are strings, null is None."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override '{text}' is not key=value")
     raw = raw.strip()
-    if raw.lower() in ("none", "null"):
+    if raw == "null":
         return key, None
     try:
         return key, tomllib.loads(f"v = {raw}")["v"]

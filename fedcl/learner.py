@@ -24,7 +24,7 @@ class TrainSettings:
     batch_size: int = 64
     eval_batch_size: int = 256
     optimizer: str = "adam"
-    lr: float = 0.01
+    lr: float = 0.001
     head_lr: float = 0.01
     backbone_lr: float = 1e-4
     momentum: float = 0.9

@@ -1,0 +1,108 @@
+"""The one training loop with each core method plugin, on a tiny real stream."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from fedcl.config import build_config
+from fedcl.factory import make_benchmark, make_learner, make_method, make_model
+
+TINY = ["data.num_tasks=2", "data.max_train_per_class=16", "data.max_test_per_class=8", "data.image_size=32",
+        "train.epochs=1", "train.batch_size=16"]
+
+
+def setup(lite0, *overrides):
+    cfg = build_config("smoke", None, TINY + list(overrides))
+    benchmark = make_benchmark(cfg)
+    method = make_method(cfg)
+    model = make_model(cfg, benchmark, method, backbone=copy.deepcopy(lite0))
+    return cfg, benchmark, model, make_learner(cfg, model, method, benchmark, torch.device("cpu"))
+
+
+def backbone_state(model):
+    return {k: v.clone() for k, v in model.backbone.state_dict().items()}
+
+
+def changed(before, model):
+    after = model.backbone.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+@pytest.mark.parametrize("transform", ["additive", "border", "color", "residual_conv", "spatial"])
+def test_input_tuning_leaves_backbone_bit_identical(lite0, transform):
+    _, benchmark, model, learner = setup(lite0, f"model.transform.name={transform}")
+    before = backbone_state(model)
+    transform_before = copy.deepcopy(model.transform.state_dict())
+    head_before = copy.deepcopy(model.head.state_dict())
+    matrix, _ = learner.fit(benchmark)
+    assert changed(before, model) == set()  # weights and BatchNorm buffers untouched
+    assert any(not torch.equal(v, model.transform.state_dict()[k]) for k, v in transform_before.items())
+    assert any(not torch.equal(v, model.head.state_dict()[k]) for k, v in head_before.items())
+    assert matrix.shape == (2, 2)
+
+
+def test_head_only_caches_features_and_trains_only_the_head(lite0):
+    _, benchmark, model, learner = setup(lite0, "method.name=head_only")
+    calls = {"n": 0}
+    model.backbone.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    before = backbone_state(model)
+    matrix, _ = learner.fit(benchmark)
+    assert changed(before, model) == set()
+    assert model.transform.num_parameters() == 0
+    # each experience is encoded once (train: 2 x 32 samples, test: 2 x 16), whatever the epochs and evaluations
+    assert calls["n"] == 4
+    assert (matrix.diagonal() > 0.5).all()
+
+
+def test_full_finetuning_moves_every_stage(lite0):
+    _, benchmark, model, learner = setup(lite0, "method.name=finetune", "train.backbone_lr=0.001")
+    before = backbone_state(model)
+    learner.train_experience(benchmark.train_stream[0])
+    moved = changed(before, model)
+    assert any(k.startswith("model.conv_stem") for k in moved) and any(k.startswith("model.conv_head") for k in moved)
+
+
+def test_partial_finetuning_moves_only_the_last_stage(lite0):
+    _, benchmark, model, learner = setup(lite0, "method.name=partial_finetune", "method.options.stages=1", "train.backbone_lr=0.001")
+    before = backbone_state(model)
+    learner.train_experience(benchmark.train_stream[0])
+    moved = changed(before, model)
+    assert moved and all(k.startswith(("model.blocks.6", "model.conv_head", "model.bn2")) for k in moved)
+    assert not any(k.startswith("model.blocks.5") for k in moved)
+
+
+def test_current_task_mask_leaves_unseen_class_rows_untouched(lite0):
+    _, benchmark, model, learner = setup(lite0, "method.name=head_only", "train.logit_mask=current")
+    weight_before = model.head.fc.weight.detach().clone()
+    learner.train_experience(benchmark.train_stream[0])
+    first = benchmark.task_classes[0]
+    others = [c for c in range(10) if c not in first]
+    assert torch.equal(model.head.fc.weight[others], weight_before[others])
+    assert not torch.equal(model.head.fc.weight[first], weight_before[first])
+
+
+def test_task_incremental_with_per_task_transform_and_multi_head(lite0):
+    _, benchmark, model, learner = setup(lite0, "data.scenario=task_incremental", "model.head.name=multi_head",
+                                         "model.transform.name=color", "model.transform.per_task=true")
+    t0_before = copy.deepcopy(model.transform.for_task(0).state_dict())
+    t1_before = copy.deepcopy(model.transform.for_task(1).state_dict())
+    learner.train_experience(benchmark.train_stream[0])
+    assert any(not torch.equal(v, model.transform.for_task(0).state_dict()[k]) for k, v in t0_before.items())
+    assert all(torch.equal(v, model.transform.for_task(1).state_dict()[k]) for k, v in t1_before.items())
+    acc = learner.evaluate(benchmark.test_stream)
+    assert acc[0] > 0.5
+
+
+def test_per_task_transform_infers_task_in_class_incremental(lite0):
+    _, benchmark, model, learner = setup(lite0, "model.transform.name=color", "model.transform.per_task=true")
+    matrix, _ = learner.fit(benchmark)
+    assert np.isfinite(matrix).all() and matrix[-1].mean() > 0.25
+
+
+def test_ncm_head_learns_without_gradient(lite0):
+    _, benchmark, model, learner = setup(lite0, "method.name=head_only", "model.head.name=ncm")
+    matrix, _ = learner.fit(benchmark)
+    assert matrix[-1].mean() > 0.5  # 4 classes, chance 0.25
+    assert model.head.counts.sum() == 64
