@@ -12,7 +12,7 @@ from rich.table import Table
 class Reporter:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
-        self.console = Console(stderr=True)
+        self.console = Console()
         self.num_tasks = 0
 
     def start(self, cfg: Any) -> None:

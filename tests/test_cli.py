@@ -28,7 +28,7 @@ def test_smoke_preset_end_to_end(tmp_path):
     chance = 1 / 6  # class-incremental over 3 tasks x 2 classes
     assert r["final_avg_accuracy"] > 2 * chance
     assert r["backbone_params"] > 100 * r["trainable_params"] > 0
-    assert "fedcl results" in proc.stderr
+    assert "fedcl results" in proc.stdout
 
 
 def test_list():

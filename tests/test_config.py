@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_override_values(text, expected):
     ("nonsense", "is not key=value"),
 ])
 def test_bad_values_name_the_key(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         build_config("smoke", None, [override])
 
 

@@ -36,6 +36,7 @@ class FrozenBackbone(nn.Module):
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self.frozen = True
+        self._trainable: list[nn.Module] = []
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
@@ -52,15 +53,16 @@ class FrozenBackbone(nn.Module):
         return self.model((images - self.mean) / self.std)
 
     def train(self, mode: bool = True) -> FrozenBackbone:
-        """A frozen backbone ignores train mode so BatchNorm statistics never move."""
-        super().train(mode and not self.frozen)
+        """Frozen parts ignore train mode, so their BatchNorm statistics never move."""
+        super().train(False)
+        for module in self._trainable:
+            module.train(mode)
         return self
 
     def unfreeze(self, last_stages: int | None = None) -> list[nn.Parameter]:
         """Make the last ``last_stages`` stages (all when None) trainable; returns their parameters."""
-        modules = self._stages if last_stages is None else self._stages[len(self._stages) - last_stages :]
-        if last_stages is None:
-            modules = [self.model]
+        modules = [self.model] if last_stages is None else self._stages[len(self._stages) - last_stages :]
+        self._trainable = list(modules)
         params = [p for m in modules for p in m.parameters()]
         for p in params:
             p.requires_grad_(True)
