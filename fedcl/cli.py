@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="single-device continual learning on a task stream")
     _add_config_args(train)
+    simulate = sub.add_parser("simulate", help="federated continual learning on Flower's Ray simulation engine")
+    _add_config_args(simulate)
     sub.add_parser("list", help="list presets and registered backbones, transforms, heads, methods, datasets")
     return parser
 
@@ -46,6 +48,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fedcl.config import build_config
+    from fedcl.federation.reporting import print_federated_summary
+    from fedcl.federation.settings import FedRunConfig
+    from fedcl.federation.simulation import run_ray_simulation
+
+    cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
+    out = Path(args.out or _default_out(args))
+    results = run_ray_simulation(cfg, out)
+    if not args.quiet:
+        print_federated_summary(results, out / "results.json")
+    return 0
+
+
 def cmd_list(_: argparse.Namespace) -> int:
     from fedcl.backbones import backbone_names
     from fedcl.config import preset_names
@@ -64,7 +80,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "list": cmd_list}[args.command](args)
+        return {"train": cmd_train, "simulate": cmd_simulate, "list": cmd_list}[args.command](args)
     except FedclError as exc:
         print(f"fedcl: error: {exc}", file=sys.stderr)
         return 2

@@ -204,6 +204,10 @@ def _get(cfg: Any, dotted: str) -> Any:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check ranges, choices and registered names; returns ``cfg``."""
     _positive(cfg)
+    if hasattr(cfg, "federation"):
+        from fedcl.federation.settings import check_federation
+
+        check_federation(cfg)
     from fedcl.backbones import BACKBONES
     from fedcl.data.datasets import DATASETS
     from fedcl.heads import HEADS

@@ -57,6 +57,7 @@ class Learner:
         image_size: int,
         device: torch.device | str = "cpu",
         task_ids_at_test: bool = False,
+        regularizers: list | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -66,6 +67,8 @@ class Learner:
         self.task_ids_at_test = task_ids_at_test
         self.param_groups = method.configure(model, settings)
         self.cache = FeatureCache() if method.can_cache_features(model) else None
+        #: extra loss terms beside the method's (e.g. FedProx's proximal term), same signature as Method.penalty
+        self.regularizers = list(regularizers or [])
         self.seen_classes: set[int] = set()
         self.current_task: int | None = None
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -140,9 +143,10 @@ class Learner:
                 features = inputs if are_features else self.model.encode(inputs, ids)
                 logits = self.model.head(features, ids).masked_fill(~mask, float("-inf"))
                 loss = F.cross_entropy(logits, labels)
-                extra = self.method.penalty(self, features, logits, labels)
-                if extra is not None:
-                    loss = loss + extra
+                for term in (self.method, *self.regularizers):
+                    extra = term.penalty(self, features, logits, labels)
+                    if extra is not None:
+                        loss = loss + extra
                 if optimizer is not None and loss.requires_grad:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

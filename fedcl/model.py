@@ -51,6 +51,12 @@ class ContinualModel(nn.Module):
                 best_conf = torch.maximum(conf, best_conf)
         return best_logits
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Everything outside the frozen backbone that a client learns (transform + head)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+    def exchanged_state(self) -> dict[str, torch.Tensor]:
+        """What a client learns and a server aggregates: transform + head, plus the backbone
+        only when a method has unfrozen it (fine-tuning baselines)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.") or not self.backbone.frozen}
+
+    def aggregation_kinds(self) -> dict[str, str]:
+        kinds = {f"transform.{k}": v for k, v in self.transform.aggregation_kinds().items()}
+        kinds.update({f"head.{k}": v for k, v in self.head.aggregation_kinds().items()})
+        return {k: kinds.get(k, "examples") for k in self.exchanged_state()}

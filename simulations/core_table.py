@@ -2,7 +2,8 @@
 
     .venv/bin/python simulations/core_table.py --out runs/core_table [--set data.image_size=64 ...]
 
-Writes ``table.md`` and one results.json per run under ``--out``.
+Writes ``table.md`` and one results.json per run under ``--out``; existing runs are reused
+(delete a run's folder or pass ``--force`` to re-run it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--force", action="store_true", help="re-run runs whose results.json exists")
     args = parser.parse_args()
     out = Path(args.out)
     rows = []
@@ -42,9 +44,13 @@ def main() -> None:
             if scenario == "task_incremental" and head == "linear":
                 head = SCENARIOS[scenario]
             overrides = [f"data.scenario={scenario}", f"method.name={method}", f"model.transform.name={transform}", f"model.head.name={head}"]
+            run_dir = out / f"{scenario}-{method}-{transform}-{head}"
+            if (run_dir / "results.json").exists() and not args.force:  # resume an interrupted table
+                rows.append(json.loads((run_dir / "results.json").read_text()))
+                continue
             cfg = build_config(args.preset, None, overrides + args.overrides)
             r = run_single_device(cfg)
-            write_results(r, out / f"{scenario}-{method}-{transform}-{head}")
+            write_results(r, run_dir)
             rows.append(r)
             print(f"{scenario:18s} {method:17s} {transform:13s} {head:10s} acc={r['final_avg_accuracy']:.3f} "
                   f"forget={r['avg_forgetting']:.3f} params={r['trainable_params']} time={r['wall_time_s']}s", flush=True)

@@ -28,5 +28,14 @@ class Head(nn.Module):
     def observe(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Update non-gradient state from a training batch (no-op by default)."""
 
+    def aggregation_kinds(self) -> dict[str, str]:
+        """How a federated server combines each state key.
+
+        'examples': average weighted by examples; 'class_rows': row c averaged over the
+        clients' examples of class c; 'task:<t>': averaged over clients that trained task t;
+        'sum': the global value plus the sum of the clients' changes (sufficient statistics).
+        """
+        return {k: "examples" for k in self.state_dict()}
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

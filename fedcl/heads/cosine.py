@@ -21,3 +21,6 @@ class CosineHead(Head):
 
     def forward(self, features: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.log_scale.exp() * F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
+
+    def aggregation_kinds(self) -> dict[str, str]:
+        return {"weight": "class_rows", "log_scale": "examples"}

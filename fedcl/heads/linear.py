@@ -17,3 +17,6 @@ class LinearHead(Head):
 
     def forward(self, features: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.fc(features)
+
+    def aggregation_kinds(self) -> dict[str, str]:
+        return {"fc.weight": "class_rows", "fc.bias": "class_rows"}

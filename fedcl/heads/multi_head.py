@@ -29,3 +29,6 @@ class MultiHead(Head):
             cols = getattr(self, f"classes_{t}")
             logits[rows.unsqueeze(1), cols.unsqueeze(0)] = self.heads[t](features[rows])
         return logits
+
+    def aggregation_kinds(self) -> dict[str, str]:
+        return {k: f"task:{k.split('.')[1]}" for k in self.state_dict()}

@@ -27,6 +27,9 @@ class NearestClassMean(Head):
         self.sums.index_add_(0, labels.to(self.sums.device), features.detach().to(self.sums))
         self.counts.index_add_(0, labels.to(self.counts.device), torch.ones_like(labels, dtype=self.counts.dtype, device=self.counts.device))
 
+    def aggregation_kinds(self) -> dict[str, str]:
+        return {"sums": "sum", "counts": "sum"}
+
     def means(self) -> torch.Tensor:
         return (self.sums / self.counts.clamp(min=1).unsqueeze(1)).to(torch.float32)
 

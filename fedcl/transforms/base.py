@@ -31,6 +31,10 @@ class InputTransform(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def aggregation_kinds(self) -> dict[str, str]:
+        """How a federated server averages each state key: 'examples' (by examples) or 'task:<t>'."""
+        return {k: "examples" for k in self.state_dict()}
+
 
 class PerTaskTransform(InputTransform):
     """One independent transform per task; each sample goes through its task's transform."""
@@ -58,6 +62,10 @@ class PerTaskTransform(InputTransform):
             idx = task_ids == t
             out[idx] = self.transforms[t](images[idx])
         return out
+
+    def aggregation_kinds(self) -> dict[str, str]:
+        """A task's transform is averaged only over clients that trained on that task."""
+        return {k: f"task:{k.split('.')[1]}" for k in self.state_dict()}
 
     def for_task(self, task_id: int) -> InputTransform:
         return self.transforms[task_id]

@@ -1,0 +1,113 @@
+"""The fedcl ClientApp: one edge device training on its own non-stationary stream.
+
+Each call is ephemeral; the frozen backbone and the data live in the worker
+(:mod:`fedcl.federation.runtime`), and per-client progress lives in ``context.state``.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedcl.federation.app_config import resolve_config
+from fedcl.federation.codec import decode, encode
+from fedcl.federation.profiles import client_profile, is_unavailable
+from fedcl.federation.runtime import (
+    benchmark_for, build_learner, build_model, client_stream, derived_seed, load_state, schedule_for,
+)
+from fedcl.federation.settings import FedRunConfig
+from fedcl.methods.proximal import ProximalTerm
+
+STATE_KEY = "fedcl-client"
+
+
+def partition_id(context: Context) -> int:
+    try:
+        return int(context.node_config["partition-id"])
+    except KeyError:
+        raise ValueError("node config has no 'partition-id' (pass --node-config 'partition-id=N num-partitions=M')") from None
+
+
+def _reply(msg: Message, metrics: dict, arrays=None) -> Message:
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    if arrays is not None:
+        content["arrays"] = arrays
+    return Message(content=content, reply_to=msg)
+
+
+def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_round: int):
+    """The received global model in a learner that knows the tasks this client has seen."""
+    benchmark = benchmark_for(cfg)
+    model, method = build_model(cfg, benchmark)
+    load_state(model, decode(msg.content["arrays"], model.exchanged_state(), source="global model"))
+    seen = schedule_for(cfg).seen_tasks(pid, server_round)
+    model.seen_tasks = list(seen)
+    learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
+    learner.seen_classes.update(c for t in seen for c in benchmark.task_classes[t])
+    return benchmark, model, learner, seen
+
+
+def handle_train(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
+    pid = partition_id(context)
+    server_round = int(msg.content["config"]["server-round"])
+    schedule = schedule_for(cfg)
+    task = schedule.task(pid, server_round)
+    experience = client_stream(cfg, pid)[task]
+    profile = client_profile(cfg.federation.device_profiles, pid, cfg.seed)
+    base = {"partition-id": pid, "task": task, "num-examples": 0, "train-time-s": 0.0, "loss": 0.0}
+    if is_unavailable(profile, pid, server_round, cfg.seed) or len(experience) == 0:
+        return _reply(msg, {**base, "unavailable": int(len(experience) > 0)})
+
+    benchmark, model, learner, seen = _global_model_learner(cfg, msg, pid, server_round)
+    if cfg.federation.strategy == "fedprox":
+        learner.regularizers.append(ProximalTerm(cfg.federation.proximal_mu, [p for g in learner.param_groups for p in g["params"]]))
+    stats = learner.train_experience(experience)
+
+    record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
+    record["rounds-trained"] = int(record["rounds-trained"]) + 1
+    record["tasks-seen"] = [int(t) for t in seen]
+    context.state[STATE_KEY] = record
+
+    class_counts = torch.bincount(experience.data.labels, minlength=benchmark.num_classes).tolist()
+    task_examples = [len(experience) if t == task else 0 for t in range(benchmark.num_tasks)]
+    metrics = {
+        **base,
+        "num-examples": len(experience),
+        "train-time-s": stats["train_time_s"],
+        "loss": stats["loss"],
+        "class-counts": class_counts,
+        "task-examples": task_examples,
+        "rounds-trained": int(record["rounds-trained"]),
+    }
+    return _reply(msg, metrics, encode(model.exchanged_state(), cfg.federation.quantization))
+
+
+def handle_evaluate(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
+    """Local view: accuracy of the global model on the test data of the tasks this client has seen."""
+    pid = partition_id(context)
+    server_round = int(msg.content["config"]["server-round"])
+    benchmark, _, learner, seen = _global_model_learner(cfg, msg, pid, server_round)
+    tests = [benchmark.test_stream[t] for t in seen]
+    accs = learner.evaluate(tests)
+    n = sum(len(e) for e in tests)
+    accuracy = sum(a * len(e) for a, e in zip(accs, tests)) / max(n, 1)
+    return _reply(msg, {"partition-id": pid, "accuracy": accuracy, "num-examples": n})
+
+
+def build_client_app(cfg: FedRunConfig | None = None) -> ClientApp:
+    """A ClientApp bound to ``cfg``, or reading the run config when ``cfg`` is None (``flwr run``)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(resolve_config(cfg, context), msg, context)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return handle_evaluate(resolve_config(cfg, context), msg, context)
+
+    return app
+
+
+app = build_client_app()

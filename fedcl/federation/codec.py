@@ -1,0 +1,60 @@
+"""Model state <-> Flower ArrayRecord, with optional fp16 / 8-bit quantisation.
+
+8-bit: each float tensor is sent as int8 codes plus a float32 (min, scale) pair
+(stored under ``<key>::qparams``); decoding restores float32. Integer and float64
+tensors (e.g. NCM counts) are sent as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+from fedcl.errors import FedclError
+
+QPARAMS = "::qparams"
+
+
+class BadUpdateError(FedclError):
+    """A client update that does not match the model (missing/extra keys, wrong shapes, non-finite values)."""
+
+
+def encode(state: dict[str, torch.Tensor], quantization: str = "none") -> ArrayRecord:
+    arrays: dict[str, Array] = {}
+    for key, tensor in state.items():
+        x = tensor.detach().cpu().numpy()
+        if x.dtype == np.float32 and quantization == "fp16":
+            x = x.astype(np.float16)
+        elif x.dtype == np.float32 and quantization == "int8":
+            lo, hi = float(x.min()) if x.size else 0.0, float(x.max()) if x.size else 0.0
+            scale = (hi - lo) / 255.0 or 1.0
+            codes = np.clip(np.round((x - lo) / scale) - 128, -128, 127).astype(np.int8)
+            arrays[key + QPARAMS] = Array(np.array([lo, scale], dtype=np.float32))
+            x = codes
+        arrays[key] = Array(np.ascontiguousarray(x))
+    return ArrayRecord(arrays)
+
+
+def decode(record: ArrayRecord, reference: dict[str, torch.Tensor], source: str = "update") -> dict[str, torch.Tensor]:
+    """Decode and validate against ``reference`` (same keys and shapes, finite values)."""
+    keys = [k for k in record.keys() if not k.endswith(QPARAMS)]
+    missing = sorted(set(reference) - set(keys))
+    extra = sorted(set(keys) - set(reference))
+    if missing or extra:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+        raise BadUpdateError(f"{source}: keys do not match the model ({detail})")
+    out = {}
+    for key in keys:
+        x = record[key].numpy()
+        if key + QPARAMS in record:
+            lo, scale = record[key + QPARAMS].numpy().astype(np.float64)
+            x = ((x.astype(np.float64) + 128) * scale + lo).astype(np.float32)
+        ref = reference[key]
+        if tuple(x.shape) != tuple(ref.shape):
+            raise BadUpdateError(f"{source}: '{key}' has shape {tuple(x.shape)}, the model expects {tuple(ref.shape)}")
+        t = torch.from_numpy(np.array(x)).to(ref.dtype)
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise BadUpdateError(f"{source}: '{key}' holds NaN or infinite values")
+        out[key] = t
+    return out

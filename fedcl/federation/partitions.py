@@ -1,0 +1,65 @@
+"""Client partitions of a benchmark's training stream, made by flwr-datasets partitioners.
+
+The union of all training experiences is partitioned once (IID, Dirichlet over labels,
+or label shards); each client's stream keeps, for every experience, the samples of its
+partition, so label skew carries over into every task.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import torch
+from datasets import Dataset
+from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
+
+from fedcl.data.arrays import ImageArrays
+from fedcl.data.scenarios import Benchmark, Experience
+from fedcl.errors import ConfigError
+
+
+def _partitioner(kind: str, num_clients: int, alpha: float, shards_per_client: int, seed: int):
+    if kind == "iid":
+        return IidPartitioner(num_partitions=num_clients)
+    if kind == "dirichlet":
+        return DirichletPartitioner(num_partitions=num_clients, partition_by="label", alpha=alpha, min_partition_size=0, seed=seed)
+    if kind == "shard":
+        return ShardPartitioner(num_partitions=num_clients, partition_by="label", num_shards_per_partition=shards_per_client, seed=seed)
+    raise ConfigError(f"federation.partition '{kind}' is not one of iid, dirichlet, shard")
+
+
+def partition_indices(labels: np.ndarray, kind: str, num_clients: int, alpha: float = 0.5, shards_per_client: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """Row indices of each client's partition of a label array."""
+    if num_clients > len(labels):
+        raise ConfigError(f"federation.num_clients={num_clients} exceeds the {len(labels)} training samples")
+    partitioner = _partitioner(kind, num_clients, alpha, shards_per_client, seed)
+    rows = np.random.default_rng(seed).permutation(len(labels))  # partitioners split contiguous rows
+    partitioner.dataset = Dataset.from_dict({"label": labels[rows].astype(np.int64), "row": rows})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return [np.sort(np.asarray(partitioner.load_partition(c)["row"], dtype=np.int64)) for c in range(num_clients)]
+    except ValueError as exc:
+        raise ConfigError(f"federation.partition '{kind}' cannot split {len(labels)} samples over {num_clients} clients: {exc}") from None
+
+
+def client_streams(benchmark: Benchmark, kind: str, num_clients: int, alpha: float, shards_per_client: int, seed: int) -> list[list[Experience]]:
+    """For each client, its own training stream (one experience per task, possibly empty)."""
+    labels = torch.cat([e.data.labels for e in benchmark.train_stream]).numpy()
+    owner_exp = np.concatenate([np.full(len(e), k) for k, e in enumerate(benchmark.train_stream)])
+    local = np.concatenate([np.arange(len(e)) for e in benchmark.train_stream])
+    streams = []
+    for rows in partition_indices(labels, kind, num_clients, alpha, shards_per_client, seed):
+        stream = []
+        for k, exp in enumerate(benchmark.train_stream):
+            idx = torch.from_numpy(np.sort(local[rows[owner_exp[rows] == k]]))
+            stream.append(Experience(exp.task_id, exp.classes, ImageArrays(exp.data.images[idx], exp.data.labels[idx]), exp.domain))
+        streams.append(stream)
+    return streams
+
+
+@functools.lru_cache(maxsize=4)
+def cached_client_streams(benchmark_key: str, benchmark: Benchmark, kind: str, num_clients: int, alpha: float, shards: int, seed: int):
+    return client_streams(benchmark, kind, num_clients, alpha, shards, seed)

@@ -1,0 +1,28 @@
+"""Summary table of a federated run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_federated_summary(results: dict[str, Any], path: Path) -> None:
+    c = results["communication"]
+    table = Table(title="fedcl federated results")
+    for col in ("clients", "rounds", "method", "final acc", "forgetting", "MB up", "MB down", "vs full FedAvg", "sim. time s", "wall s"):
+        table.add_column(col)
+    frac = c["fraction_of_full_model"]
+    table.add_row(
+        str(results["num_clients"]), str(results["rounds"]), f"{results['method']}/{results['transform']}",
+        f"{results['final_avg_accuracy']:.3f}", f"{results['avg_forgetting']:.3f}",
+        f"{c['bytes_up'] / 1e6:.2f}", f"{c['bytes_down'] / 1e6:.2f}", f"{100 * frac:.2f} %" if frac else "-",
+        f"{results['simulated_total_time_s']:.1f}", f"{results['wall_time_s']:.1f}",
+    )
+    console = Console()
+    console.print(table)
+    if results.get("rejected_updates"):
+        console.print(f"[yellow]{len(results['rejected_updates'])} client update(s) rejected[/]: {results['rejected_updates'][:3]}")
+    console.print(f"results: {path}")

@@ -1,0 +1,95 @@
+"""What a worker process builds once and reuses across rounds and clients.
+
+ClientApps are ephemeral (one call per message), but Ray workers live for the
+whole simulation: the frozen backbone, the decoded dataset and the client
+partitions are cached per process, keyed by the settings they depend on.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+
+import torch
+
+from fedcl.backbones import FrozenBackbone, create_backbone
+from fedcl.data.scenarios import Benchmark, Experience
+from fedcl.factory import make_benchmark, make_method, make_model, resolve_device, train_settings
+from fedcl.federation.partitions import client_streams
+from fedcl.federation.schedule import TaskSchedule
+from fedcl.federation.settings import FedRunConfig
+from fedcl.learner import Learner
+from fedcl.methods import Method
+from fedcl.model import ContinualModel
+
+
+@functools.lru_cache(maxsize=2)
+def shared_backbone(name: str, pretrained: bool, checkpoint: str | None, image_size: int) -> FrozenBackbone:
+    """One frozen backbone per worker process (read-only, shared by every client it runs)."""
+    return create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size)
+
+
+def _key(cfg: FedRunConfig, *sections: str) -> str:
+    d = cfg.to_dict()
+    return json.dumps({s: d[s] for s in sections}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=2)
+def _benchmark(key: str) -> Benchmark:
+    d = json.loads(key)
+    return make_benchmark(_cfg_from(d))
+
+
+def _cfg_from(d: dict) -> FedRunConfig:
+    from fedcl.config import config_from_dict
+
+    return config_from_dict(d, FedRunConfig)
+
+
+def benchmark_for(cfg: FedRunConfig) -> Benchmark:
+    return _benchmark(_key(cfg, "seed", "data"))
+
+
+@functools.lru_cache(maxsize=2)
+def _streams(key: str) -> list[list[Experience]]:
+    cfg = _cfg_from(json.loads(key))
+    f = cfg.federation
+    return client_streams(benchmark_for(cfg), f.partition, f.num_clients, f.dirichlet_alpha, f.shards_per_client, cfg.seed)
+
+
+def client_stream(cfg: FedRunConfig, partition_id: int) -> list[Experience]:
+    return _streams(_key(cfg, "seed", "data", "federation"))[partition_id]
+
+
+def schedule_for(cfg: FedRunConfig) -> TaskSchedule:
+    f = cfg.federation
+    return TaskSchedule(cfg.data.num_tasks, f.rounds_per_task, f.boundary_jitter, f.task_order, cfg.seed)
+
+
+def build_model(cfg: FedRunConfig, benchmark: Benchmark) -> tuple[ContinualModel, Method]:
+    """A fresh transform + head around the worker's shared backbone (a private copy if the method trains it)."""
+    method = make_method(cfg)
+    m = cfg.model
+    backbone = shared_backbone(m.backbone, m.pretrained, m.checkpoint, cfg.data.image_size)
+    if not method.uses_transform and method.__class__.__name__.endswith("Finetune"):
+        backbone = copy.deepcopy(backbone)
+    return make_model(cfg, benchmark, method, backbone=backbone), method
+
+
+def build_learner(cfg: FedRunConfig, model: ContinualModel, method: Method, benchmark: Benchmark, seed: int, regularizers=None) -> Learner:
+    settings = train_settings(cfg)
+    settings.seed = seed
+    settings.epochs = cfg.federation.local_epochs
+    return Learner(model, method, settings, cfg.data.image_size, resolve_device(cfg.train.device), benchmark.task_ids_at_test, regularizers)
+
+
+def derived_seed(seed: int, partition_id: int, server_round: int) -> int:
+    """Per-client, per-round randomness from the seed and partition id (never from scheduling order)."""
+    return (seed * 1_000_003 + partition_id * 7_919 + server_round) % (2**31)
+
+
+def load_state(model: ContinualModel, state: dict[str, torch.Tensor]) -> None:
+    own = model.state_dict()
+    for key, value in state.items():
+        own[key].copy_(value)

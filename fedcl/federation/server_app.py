@@ -1,0 +1,133 @@
+"""The fedcl ServerApp: runs the strategy, evaluates the global model after every round
+on every task's test data, and writes ``results.json``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fedcl.errors import FedclError
+from fedcl.federation.accounting import message_bytes
+from fedcl.federation.app_config import resolve_config
+from fedcl.federation.codec import decode, encode
+from fedcl.federation.runtime import benchmark_for, build_learner, build_model, schedule_for
+from fedcl.federation.settings import FedRunConfig
+from fedcl.federation.strategy import FedCLStrategy
+from fedcl.metrics import count_parameters, peak_memory_mb, summarize
+from fedcl.runner import write_results
+
+
+def wait_for_nodes(grid: Grid, needed: int, timeout_s: float) -> int:
+    """Wait until ``needed`` nodes are connected; fail with a clear error instead of waiting forever."""
+    deadline = time.monotonic() + timeout_s
+    while (connected := len(list(grid.get_node_ids()))) < needed:
+        if time.monotonic() > deadline:
+            raise FedclError(
+                f"only {connected} of the {needed} required SuperNodes connected within {timeout_s:.0f} s "
+                f"(federation.min_available_nodes / num_clients); start more nodes or lower the minimum"
+            )
+        time.sleep(0.5)
+    return connected
+
+
+def run_server(cfg: FedRunConfig, grid: Grid) -> dict[str, Any]:
+    start = time.perf_counter()
+    f = cfg.federation
+    benchmark = benchmark_for(cfg)
+    schedule = schedule_for(cfg)
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, cfg.seed)
+    global_state = {k: v.detach().clone() for k, v in model.exchanged_state().items()}
+    full_state = {**{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
+                  **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
+    strategy = FedCLStrategy(cfg, global_state, model.aggregation_kinds(), message_bytes(encode(full_state, "none")))
+    wait_for_nodes(grid, f.min_available_nodes or f.num_clients, f.node_wait_s)
+
+    per_round_acc: dict[int, list[float]] = {}
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        state = decode(arrays, model.exchanged_state(), source="global model")
+        own = model.state_dict()
+        for k, v in state.items():
+            own[k].copy_(v)
+        seen = sorted({t for c in range(f.num_clients) for t in (schedule.seen_tasks(c, server_round) if server_round else [])})
+        model.seen_tasks = seen
+        learner.seen_classes = {c for t in seen for c in benchmark.task_classes[t]}
+        accs = learner.evaluate(benchmark.test_stream)
+        per_round_acc[server_round] = accs
+        return MetricRecord({"accuracy": sum(accs) / len(accs)})
+
+    strategy.start(grid, encode(global_state, "none"), num_rounds=cfg.num_rounds, timeout=3600,
+                   train_config=ConfigRecord({"local-epochs": f.local_epochs}), evaluate_fn=evaluate)
+
+    boundaries = schedule.boundary_rounds(f.num_clients)
+    matrix = torch.tensor([per_round_acc[r] for r in boundaries]).numpy()
+    per_round = strategy.ledger.per_round()
+    for row in per_round:
+        row.update(strategy.round_stats.get(row["round"], {}))
+        row["full_model_bytes"] = strategy.full_model_bytes.get(row["round"], 0)
+        row["accuracy_per_task"] = per_round_acc.get(row["round"])
+    trainable_params, trainable_bytes = count_parameters(global_state.values())
+    backbone_params, backbone_bytes = count_parameters(model.backbone.parameters())
+    bytes_up, bytes_down = strategy.ledger.total("up"), strategy.ledger.total("down")
+    full_total = sum(strategy.full_model_bytes.values())
+    final_clients = strategy.client_accuracy.get(cfg.num_rounds, {})
+    return {
+        "config": cfg.to_dict(),
+        "mode": "federated",
+        "method": cfg.method.name,
+        "transform": cfg.model.transform.name if method.uses_transform else "none",
+        "backbone": cfg.model.backbone,
+        "scenario": benchmark.scenario,
+        "dataset": benchmark.dataset,
+        "num_tasks": benchmark.num_tasks,
+        "task_classes": benchmark.task_classes,
+        "num_clients": f.num_clients,
+        "rounds": cfg.num_rounds,
+        "task_boundary_rounds": boundaries,
+        "accuracy_matrix": matrix.tolist(),
+        **summarize(matrix),
+        "accuracy_per_round": {str(r): a for r, a in sorted(per_round_acc.items())},
+        "per_client": {"accuracy": {str(k): v for k, v in final_clients.items()},
+                       "task_schedule": {str(c): {"order": schedule.order(c), "starts": schedule.starts(c)} for c in range(f.num_clients)}},
+        "communication": {
+            "bytes_up": bytes_up,
+            "bytes_down": bytes_down,
+            "bytes_total": bytes_up + bytes_down,
+            "full_model_bytes_total": full_total,
+            "full_model_bytes_per_round": [strategy.full_model_bytes.get(r, 0) for r in range(1, cfg.num_rounds + 1)],
+            "fraction_of_full_model": (bytes_up + bytes_down) / full_total if full_total else None,
+            "quantization": f.quantization,
+            "per_round": per_round,
+        },
+        "simulated_round_time_s": [strategy.round_stats.get(r, {}).get("simulated_round_time_s", 0.0) for r in range(1, cfg.num_rounds + 1)],
+        "simulated_total_time_s": round(sum(s.get("simulated_round_time_s", 0.0) for s in strategy.round_stats.values()), 3),
+        "rejected_updates": strategy.rejected,
+        "trainable_params": trainable_params,
+        "trainable_bytes": trainable_bytes,
+        "backbone_params": backbone_params,
+        "backbone_bytes": backbone_bytes,
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        **peak_memory_mb(),
+    }
+
+
+def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None = None) -> ServerApp:
+    """A ServerApp bound to ``cfg``, or reading the run config when ``cfg`` is None (``flwr run``)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        resolved = resolve_config(cfg, context)
+        results = run_server(resolved, grid)
+        write_results(results, out_dir or context.run_config.get("out-dir") or "runs/federated")
+
+    return app
+
+
+app = build_server_app()

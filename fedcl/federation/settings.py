@@ -1,0 +1,81 @@
+"""Federation settings: the ``[federation]`` table of a fedcl config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedcl.config import RunConfig
+from fedcl.errors import ConfigError
+
+PARTITIONS = ("iid", "dirichlet", "shard")
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+QUANTIZATIONS = ("none", "fp16", "int8")
+TASK_ORDERS = ("shared", "per_client")
+
+
+@dataclass
+class FederationConfig:
+    num_clients: int = 10
+    rounds_per_task: int = 3
+    local_epochs: int = 1
+    partition: str = "dirichlet"
+    dirichlet_alpha: float = 0.5
+    shards_per_client: int = 2
+    task_order: str = "shared"
+    boundary_jitter: int = 1  # rounds by which a client's task boundaries may lag the nominal ones
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    server_lr: float = 0.01
+    fraction_train: float = 1.0
+    min_available_nodes: int = 0  # 0 -> num_clients
+    quantization: str = "none"
+    device_profiles: list[str] = field(default_factory=lambda: ["jetson_nano", "raspberry_pi_4", "phone", "laptop"])
+    client_num_cpus: float = 1.0
+    client_num_gpus: float = 0.0
+    ray_address: str | None = None
+    evaluate_clients: bool = True
+    node_wait_s: float = 60.0  # how long the server waits for min_available_nodes before failing
+
+
+@dataclass
+class FedRunConfig(RunConfig):
+    federation: FederationConfig = field(default_factory=FederationConfig)
+
+    @property
+    def num_rounds(self) -> int:
+        return self.data.num_tasks * self.federation.rounds_per_task
+
+
+def check_federation(cfg: FedRunConfig) -> None:
+    f = cfg.federation
+    for key, ok, need in [
+        ("num_clients", f.num_clients >= 1, "at least 1"),
+        ("rounds_per_task", f.rounds_per_task >= 1, "at least 1"),
+        ("local_epochs", f.local_epochs >= 1, "at least 1"),
+        ("dirichlet_alpha", f.dirichlet_alpha > 0, "positive"),
+        ("shards_per_client", f.shards_per_client >= 1, "at least 1"),
+        ("boundary_jitter", f.boundary_jitter >= 0, "at least 0"),
+        ("proximal_mu", f.proximal_mu >= 0, "at least 0"),
+        ("server_lr", f.server_lr > 0, "positive"),
+        ("fraction_train", 0 < f.fraction_train <= 1, "in (0, 1]"),
+        ("min_available_nodes", f.min_available_nodes >= 0, "at least 0"),
+        ("client_num_cpus", f.client_num_cpus > 0, "positive"),
+        ("client_num_gpus", f.client_num_gpus >= 0, "at least 0"),
+    ]:
+        if not ok:
+            raise ConfigError(f"federation.{key} must be {need}: got {getattr(f, key)}")
+    for key, allowed in [("partition", PARTITIONS), ("strategy", STRATEGIES), ("quantization", QUANTIZATIONS), ("task_order", TASK_ORDERS)]:
+        if getattr(f, key) not in allowed:
+            raise ConfigError(f"federation.{key} must be one of {', '.join(allowed)}: got {getattr(f, key)!r}")
+    if f.min_available_nodes > f.num_clients:
+        raise ConfigError(
+            f"federation.min_available_nodes={f.min_available_nodes} exceeds federation.num_clients={f.num_clients}: "
+            "the server would wait forever for nodes that do not exist"
+        )
+    from fedcl.federation.profiles import PROFILES
+
+    for name in f.device_profiles:
+        if name not in PROFILES:
+            raise ConfigError(f"federation.device_profiles: unknown profile '{name}'; choose from: {', '.join(PROFILES)}")
+    if not f.device_profiles:
+        raise ConfigError("federation.device_profiles must list at least one profile")

@@ -1,0 +1,51 @@
+"""Runs fedcl's ServerApp and ClientApp on Flower's Ray simulation engine from Python.
+
+The only place that calls Flower's (deprecated) ``run_simulation``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fedcl.federation.settings import FedRunConfig
+
+
+def backend_config(cfg: FedRunConfig) -> dict[str, Any]:
+    f = cfg.federation
+    resources: dict[str, float] = {"num_cpus": f.client_num_cpus, "num_gpus": f.client_num_gpus}
+    init_args: dict[str, Any] = {"include_dashboard": False, "logging_level": "error", "log_to_driver": False}
+    if f.ray_address:
+        init_args = {"address": f.ray_address}
+    return {"client_resources": resources, "init_args": init_args}
+
+
+def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Simulate ``cfg.federation.num_clients`` SuperNodes on Ray; returns (and writes) the results."""
+    from flwr.simulation import run_simulation
+
+    from fedcl.federation.client_app import build_client_app
+    from fedcl.federation.server_app import build_server_app
+
+    out = Path(out_dir)
+    (out / "results.json").unlink(missing_ok=True)
+    # Each Ray worker uses the CPUs it was given, without oversubscribing the machine.
+    threads = str(max(1, int(cfg.federation.client_num_cpus)))
+    os.environ.setdefault("OMP_NUM_THREADS", threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        run_simulation(
+            server_app=build_server_app(cfg, out),
+            client_app=build_client_app(cfg),
+            num_supernodes=cfg.federation.num_clients,
+            backend_config=backend_config(cfg),
+        )
+    path = out / "results.json"
+    if not path.exists():
+        from fedcl.errors import FedclError
+
+        raise FedclError(f"the simulation ended without writing {path} (see the log above for the ServerApp error)")
+    return json.loads(path.read_text())
