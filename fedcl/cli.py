@@ -36,10 +36,12 @@ def _default_out(args: argparse.Namespace) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fedcl.config import build_config
+    from fedcl.federation.settings import FedRunConfig
     from fedcl.reporting import Reporter
     from fedcl.runner import run_single_device, write_results
 
-    cfg = build_config(args.preset, args.config, args.overrides)
+    # The federated schema, so one config file serves both single-device and federated runs.
+    cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
     reporter = Reporter(quiet=args.quiet)
     reporter.start(cfg)
     results = run_single_device(cfg, on_task_end=reporter.task_done)

@@ -5,13 +5,16 @@ import pytest
 
 from fedcl.config import RunConfig, build_config, parse_override, preset_names, read_config_file
 from fedcl.errors import ConfigError
+from fedcl.federation.settings import FedRunConfig
 
 
 def test_defaults_and_presets_validate():
     assert isinstance(build_config(), RunConfig)
-    assert {"smoke", "default"} <= set(preset_names())
+    assert {"smoke", "default", "fedsmoke"} <= set(preset_names())
     for name in preset_names():
-        build_config(name)
+        build_config(name, schema=FedRunConfig)
+    with pytest.raises(ConfigError, match="unknown config key 'federation'"):
+        build_config("fedsmoke")  # the single-device schema has no federation table
 
 
 def test_precedence_preset_then_file_then_overrides(tmp_path):
