@@ -5,6 +5,8 @@ Shared by the single-device runner and (later) the federated client/server apps.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from fedcl.backbones import FrozenBackbone, create_backbone
@@ -64,12 +66,7 @@ def make_model(cfg: RunConfig, benchmark: Benchmark, method: Method, backbone: F
 
 
 def train_settings(cfg: RunConfig) -> TrainSettings:
-    t = cfg.train
-    return TrainSettings(
-        epochs=t.epochs, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, optimizer=t.optimizer,
-        lr=t.lr, head_lr=t.head_lr, backbone_lr=t.backbone_lr, momentum=t.momentum,
-        weight_decay=t.weight_decay, logit_mask=t.logit_mask, seed=cfg.seed,
-    )
+    return TrainSettings(**dataclasses.asdict(cfg.train), seed=cfg.seed)
 
 
 def make_learner(cfg: RunConfig, model: ContinualModel, method: Method, benchmark: Benchmark, device: torch.device) -> Learner:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedcl.config import TrainConfig
 from fedcl.data.preprocessing import to_model_input
 from fedcl.data.scenarios import Benchmark, Experience
 from fedcl.methods.base import Method
@@ -19,17 +20,9 @@ LOGIT_MASKS = ("current", "seen", "none")
 
 
 @dataclass
-class TrainSettings:
-    epochs: int = 1
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    optimizer: str = "adam"
-    lr: float = 0.001
-    head_lr: float = 0.01
-    backbone_lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    logit_mask: str = "current"
+class TrainSettings(TrainConfig):
+    """The ``[train]`` settings plus the seed that drives shuffling."""
+
     seed: int = 0
 
 

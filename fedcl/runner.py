@@ -11,6 +11,9 @@ from typing import Any
 import torch
 
 from fedcl.config import RunConfig
+from fedcl.data.scenarios import Benchmark
+from fedcl.methods.base import Method
+from fedcl.model import ContinualModel
 from fedcl.factory import make_benchmark, make_learner, make_method, make_model, resolve_device
 from fedcl.metrics import count_parameters, peak_memory_mb, summarize
 
@@ -27,6 +30,19 @@ def run_single_device(cfg: RunConfig, on_task_end: Callable[[int, list[float]], 
     learner = make_learner(cfg, model, method, benchmark, device)
     matrix, initial = learner.fit(benchmark, on_task_end)
     trainable = [p for g in learner.param_groups for p in g["params"]]
+    return {
+        **describe_run(cfg, benchmark, method, model, trainable),
+        "mode": "single_device",
+        "accuracy_matrix": matrix.tolist(),
+        **summarize(matrix, initial),
+        "device": str(device),
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        **peak_memory_mb(device),
+    }
+
+
+def describe_run(cfg: RunConfig, benchmark: Benchmark, method: Method, model: ContinualModel, trainable) -> dict[str, Any]:
+    """The part of ``results.json`` that describes what ran (shared by single-device and federated runs)."""
     trainable_params, trainable_bytes = count_parameters(trainable)
     backbone_params, backbone_bytes = count_parameters(model.backbone.parameters())
     return {
@@ -38,15 +54,10 @@ def run_single_device(cfg: RunConfig, on_task_end: Callable[[int, list[float]], 
         "dataset": benchmark.dataset,
         "num_tasks": benchmark.num_tasks,
         "task_classes": benchmark.task_classes,
-        "accuracy_matrix": matrix.tolist(),
-        **summarize(matrix, initial),
         "trainable_params": trainable_params,
         "trainable_bytes": trainable_bytes,
         "backbone_params": backbone_params,
         "backbone_bytes": backbone_bytes,
-        "device": str(device),
-        "wall_time_s": round(time.perf_counter() - start, 2),
-        **peak_memory_mb(device),
     }
 
 

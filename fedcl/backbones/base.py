@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,14 @@ class FrozenBackbone(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    def fingerprint(self) -> int:
+        """CRC32 of every weight and buffer: equal fingerprints mean bit-identical backbones."""
+        crc = 0
+        for key, value in self.model.state_dict().items():
+            crc = zlib.crc32(key.encode(), crc)
+            crc = zlib.crc32(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes(), crc)
+        return crc
 
     def parameter_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())

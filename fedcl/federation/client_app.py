@@ -79,6 +79,8 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
         "class-counts": class_counts,
         "task-examples": task_examples,
         "rounds-trained": int(record["rounds-trained"]),
+        # the frozen backbone after training: the server checks every client uses the same one
+        "backbone-crc": model.backbone.fingerprint(),
     }
     return _reply(msg, metrics, encode(model.exchanged_state(), cfg.federation.quantization))
 

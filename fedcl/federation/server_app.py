@@ -18,8 +18,8 @@ from fedcl.federation.codec import decode, encode
 from fedcl.federation.runtime import benchmark_for, build_learner, build_model, schedule_for
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.strategy import FedCLStrategy
-from fedcl.metrics import count_parameters, peak_memory_mb, summarize
-from fedcl.runner import write_results
+from fedcl.metrics import peak_memory_mb, summarize
+from fedcl.runner import describe_run, write_results
 
 
 def wait_for_nodes(grid: Grid, needed: int, timeout_s: float) -> int:
@@ -45,7 +45,8 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> dict[str, Any]:
     global_state = {k: v.detach().clone() for k, v in model.exchanged_state().items()}
     full_state = {**{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
                   **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
-    strategy = FedCLStrategy(cfg, global_state, model.aggregation_kinds(), message_bytes(encode(full_state, "none")))
+    strategy = FedCLStrategy(cfg, global_state, model.aggregation_kinds(), message_bytes(encode(full_state, "none")),
+                             backbone_crc=model.backbone.fingerprint() if model.backbone.frozen else None)
     wait_for_nodes(grid, f.min_available_nodes or f.num_clients, f.node_wait_s)
 
     per_round_acc: dict[int, list[float]] = {}
@@ -72,21 +73,13 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> dict[str, Any]:
         row.update(strategy.round_stats.get(row["round"], {}))
         row["full_model_bytes"] = strategy.full_model_bytes.get(row["round"], 0)
         row["accuracy_per_task"] = per_round_acc.get(row["round"])
-    trainable_params, trainable_bytes = count_parameters(global_state.values())
-    backbone_params, backbone_bytes = count_parameters(model.backbone.parameters())
+        row["per_client_task"] = {str(k): v for k, v in sorted(strategy.client_tasks.get(row["round"], {}).items())}
     bytes_up, bytes_down = strategy.ledger.total("up"), strategy.ledger.total("down")
     full_total = sum(strategy.full_model_bytes.values())
     final_clients = strategy.client_accuracy.get(cfg.num_rounds, {})
     return {
-        "config": cfg.to_dict(),
+        **describe_run(cfg, benchmark, method, model, global_state.values()),
         "mode": "federated",
-        "method": cfg.method.name,
-        "transform": cfg.model.transform.name if method.uses_transform else "none",
-        "backbone": cfg.model.backbone,
-        "scenario": benchmark.scenario,
-        "dataset": benchmark.dataset,
-        "num_tasks": benchmark.num_tasks,
-        "task_classes": benchmark.task_classes,
         "num_clients": f.num_clients,
         "rounds": cfg.num_rounds,
         "task_boundary_rounds": boundaries,
@@ -108,10 +101,6 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> dict[str, Any]:
         "simulated_round_time_s": [strategy.round_stats.get(r, {}).get("simulated_round_time_s", 0.0) for r in range(1, cfg.num_rounds + 1)],
         "simulated_total_time_s": round(sum(s.get("simulated_round_time_s", 0.0) for s in strategy.round_stats.values()), 3),
         "rejected_updates": strategy.rejected,
-        "trainable_params": trainable_params,
-        "trainable_bytes": trainable_bytes,
-        "backbone_params": backbone_params,
-        "backbone_bytes": backbone_bytes,
         "wall_time_s": round(time.perf_counter() - start, 2),
         **peak_memory_mb(),
     }

@@ -25,7 +25,9 @@ from fedcl.federation.settings import FedRunConfig
 
 
 class FedCLStrategy(FedAvg):
-    def __init__(self, cfg: FedRunConfig, global_state: dict[str, torch.Tensor], kinds: dict[str, str], full_model_array_bytes: int) -> None:
+    def __init__(
+        self, cfg: FedRunConfig, global_state: dict[str, torch.Tensor], kinds: dict[str, str], full_model_array_bytes: int, backbone_crc: int | None = None
+    ) -> None:
         f = cfg.federation
         min_nodes = f.min_available_nodes or f.num_clients
         super().__init__(
@@ -44,6 +46,8 @@ class FedCLStrategy(FedAvg):
         self.full_model_bytes: dict[int, int] = {}
         self.node_to_client: dict[int, int] = {}
         self.rejected: list[str] = []
+        self.backbone_crc = backbone_crc
+        self.client_tasks: dict[int, dict[int, int]] = {}
         self.round_stats: dict[int, dict] = {}
         self.client_accuracy: dict[int, dict[int, float]] = {}
         self._down: dict[int, dict[int, int]] = {}
@@ -84,8 +88,13 @@ class FedCLStrategy(FedAvg):
             down = self._down.get(server_round, {}).get(node, 0)
             self.ledger.record("up", server_round, pid, up)
             self.ledger.record("down", server_round, pid, down)
+            self.client_tasks.setdefault(server_round, {})[pid] = int(metrics["task"])
             if int(metrics["num-examples"]) == 0:
                 continue  # unavailable this round, or no data for its current task
+            if self.backbone_crc is not None and int(metrics.get("backbone-crc", -1)) != self.backbone_crc:
+                self.rejected.append(f"client {pid} (round {server_round}): its backbone differs from the server's (fingerprint mismatch)")
+                log(WARNING, "fedcl: rejected update: %s", self.rejected[-1])
+                continue
             if "arrays" in msg.content.array_records:
                 self._add_full(server_round, up - message_bytes(msg.content.array_records["arrays"]))
             try:

@@ -1,0 +1,130 @@
+"""Federation building blocks, checked against values computed by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+from fedcl.config import build_config
+from fedcl.errors import ConfigError, FedclError
+from fedcl.federation.aggregation import ClientUpdate, ServerAdam, aggregate
+from fedcl.federation.codec import BadUpdateError, decode, encode
+from fedcl.federation.partitions import partition_indices
+from fedcl.federation.profiles import PROFILES, client_profile, is_unavailable, simulated_client_time
+from fedcl.federation.schedule import TaskSchedule
+from fedcl.federation.server_app import wait_for_nodes
+from fedcl.federation.settings import FedRunConfig
+
+
+def test_class_aware_task_aware_and_sum_aggregation_by_hand():
+    g = {"head.fc.weight": torch.zeros(3, 2), "head.fc.bias": torch.full((3,), 9.0), "transform.delta": torch.zeros(2),
+         "transform.transforms.1.bias": torch.full((2,), 5.0), "head.sums": torch.ones(3), }
+    kinds = {"head.fc.weight": "class_rows", "head.fc.bias": "class_rows", "transform.delta": "examples",
+             "transform.transforms.1.bias": "task:1", "head.sums": "sum"}
+    a = ClientUpdate({"head.fc.weight": torch.ones(3, 2), "head.fc.bias": torch.ones(3), "transform.delta": torch.ones(2),
+                      "transform.transforms.1.bias": torch.full((2,), 2.0), "head.sums": torch.full((3,), 3.0)}, 10, [10, 0, 0], [10, 0])
+    b = ClientUpdate({"head.fc.weight": 4 * torch.ones(3, 2), "head.fc.bias": 4 * torch.ones(3), "transform.delta": 4 * torch.ones(2),
+                      "transform.transforms.1.bias": torch.full((2,), 8.0), "head.sums": torch.full((3,), 2.0)}, 30, [10, 20, 0], [0, 30])
+    out = aggregate(g, [a, b], kinds)
+    # class 0 seen by both (10 + 10 examples): (1 + 4) / 2; class 1 only by b; class 2 by nobody: keep global
+    assert torch.allclose(out["head.fc.weight"], torch.tensor([[2.5, 2.5], [4.0, 4.0], [0.0, 0.0]]))
+    assert torch.allclose(out["head.fc.bias"], torch.tensor([2.5, 4.0, 9.0]))
+    assert torch.allclose(out["transform.delta"], torch.full((2,), (10 * 1 + 30 * 4) / 40))
+    assert torch.allclose(out["transform.transforms.1.bias"], torch.full((2,), 8.0))  # only b trained task 1
+    assert torch.allclose(out["head.sums"], torch.full((3,), 1.0 + (3 - 1) + (2 - 1)))  # global + sum of changes
+    assert aggregate(g, [], kinds)["head.fc.bias"].tolist() == [9.0, 9.0, 9.0]
+
+
+def test_server_adam_moves_towards_the_average():
+    g = {"w": torch.zeros(3)}
+    opt = ServerAdam(lr=0.1)
+    out = opt.step(g, {"w": torch.tensor([1.0, -1.0, 0.0])}, {"w": "examples"})
+    assert out["w"][0] > 0 > out["w"][1] and out["w"][2] == 0
+
+
+@pytest.mark.parametrize("q, tol, ratio", [("none", 0.0, 1.0), ("fp16", 2e-3, 0.5), ("int8", 0.02, 0.25)])
+def test_quantisation_round_trip_and_size(q, tol, ratio):
+    state = {"w": torch.randn(20, 500), "n": torch.arange(4, dtype=torch.float64)}
+    record = encode(state, q)
+    back = decode(record, state)
+    assert max((back[k] - state[k]).abs().max().item() for k in state) <= tol * 4
+    assert back["n"].dtype == torch.float64 and torch.equal(back["n"], state["n"])
+    raw = sum(record[k].numpy().nbytes for k in record.keys())
+    assert raw == pytest.approx(ratio * 4 * 20 * 500 + 32, rel=0.01)
+
+
+def test_bad_updates_are_named():
+    ref = {"a": torch.zeros(2, 2), "b": torch.zeros(3)}
+    with pytest.raises(BadUpdateError, match="client 7.*missing \\['b'\\]"):
+        decode(encode({"a": torch.zeros(2, 2)}), ref, source="client 7")
+    with pytest.raises(BadUpdateError, match="'b' has shape \\(4,\\)"):
+        decode(encode({"a": torch.zeros(2, 2), "b": torch.zeros(4)}), ref)
+    with pytest.raises(BadUpdateError, match="'a' holds NaN"):
+        decode(encode({"a": torch.full((2, 2), float("nan")), "b": torch.zeros(3)}), ref)
+    with pytest.raises(BadUpdateError, match="unexpected"):
+        decode(encode({**ref, "backbone.w": torch.zeros(1)}), ref)
+
+
+def test_task_schedule_is_per_client_and_deterministic():
+    s = TaskSchedule(num_tasks=3, rounds_per_task=4, jitter=2, task_order="per_client", seed=1)
+    assert s.num_rounds == 12
+    starts = [s.starts(c) for c in range(20)]
+    assert starts == [TaskSchedule(3, 4, 2, "per_client", 1).starts(c) for c in range(20)]
+    assert all(st[0] == 1 and 5 <= st[1] <= 7 and 9 <= st[2] <= 11 for st in starts)
+    assert len({tuple(st) for st in starts}) > 1  # clients switch at different rounds
+    assert len({tuple(s.order(c)) for c in range(20)}) > 1 and all(sorted(s.order(c)) == [0, 1, 2] for c in range(20))
+    c = 3
+    for r in range(1, 13):
+        pos = sum(1 for st in s.starts(c) if st <= r) - 1
+        assert s.task(c, r) == s.order(c)[pos] and s.seen_tasks(c, r) == s.order(c)[: pos + 1]
+    assert s.boundary_rounds(20) == [max(st[1] for st in starts) - 1, max(st[2] for st in starts) - 1, 12]
+
+
+@pytest.mark.parametrize("kind", ["iid", "dirichlet", "shard"])
+def test_partitions_cover_every_sample_once(kind):
+    labels = np.repeat(np.arange(10), 40)
+    parts = partition_indices(labels, kind, num_clients=8, alpha=0.3, shards_per_client=2, seed=4)
+    joined = np.sort(np.concatenate(parts))
+    assert len(parts) == 8
+    if kind != "shard":  # shards may leave a remainder unassigned
+        assert np.array_equal(joined, np.arange(400))
+    assert len(np.unique(joined)) == len(joined)
+    again = partition_indices(labels, kind, num_clients=8, alpha=0.3, shards_per_client=2, seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(parts, again))
+    if kind == "dirichlet":
+        class_spread = [len(np.unique(labels[p])) for p in parts if len(p)]
+        assert min(class_spread) < 10  # non-IID
+
+
+def test_device_profiles_and_simulated_time():
+    names = ["jetson_nano", "phone"]
+    assert client_profile(names, 3, 0) == client_profile(names, 3, 0)
+    assert {client_profile(names, c, 0).name for c in range(30)} == set(names)
+    p = PROFILES["phone"]
+    # 1 MB down at 20 Mbit/s + 2 s compute at 0.4x + 0.5 MB up at 2 Mbit/s
+    assert simulated_client_time(p, 2.0, 1_000_000, 500_000) == pytest.approx(0.4 + 5.0 + 2.0)
+    rate = np.mean([is_unavailable(p, c, r, 0) for c in range(50) for r in range(40)])
+    assert 0.15 < rate < 0.25
+
+
+def test_fewer_nodes_than_minimum_fails_fast():
+    with pytest.raises(ConfigError, match="min_available_nodes=5 exceeds federation.num_clients=3"):
+        build_config("fedsmoke", None, ["federation.min_available_nodes=5"], schema=FedRunConfig)
+
+    class TwoNodes:
+        def get_node_ids(self):
+            return [11, 12]
+
+    with pytest.raises(FedclError, match="only 2 of the 3 required SuperNodes"):
+        wait_for_nodes(TwoNodes(), 3, timeout_s=1)
+    assert wait_for_nodes(TwoNodes(), 2, timeout_s=1) == 2
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("federation.partition=random", "federation.partition must be one of"),
+    ("federation.device_profiles=[\"toaster\"]", "unknown profile 'toaster'"),
+    ("federation.fraction_train=0", "federation.fraction_train must be in (0, 1]"),
+    ("federation.quantization=int4", "federation.quantization must be one of"),
+])
+def test_federation_config_errors(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("]", r"\]").replace("[", r"\[")):
+        build_config("fedsmoke", None, [override], schema=FedRunConfig)
