@@ -29,13 +29,14 @@ class FedCLStrategy(FedAvg):
         self, cfg: FedRunConfig, global_state: dict[str, torch.Tensor], kinds: dict[str, str], full_model_array_bytes: int, backbone_crc: int | None = None
     ) -> None:
         f = cfg.federation
-        min_nodes = f.min_available_nodes or f.num_clients
+        # The server waits for the configured minimum once, with a deadline (server_app.wait_for_nodes);
+        # Flower's own wait has none, so later rounds sample whoever is connected instead of hanging.
         super().__init__(
             fraction_train=f.fraction_train,
             fraction_evaluate=1.0 if f.evaluate_clients else 0.0,
             min_train_nodes=1,
             min_evaluate_nodes=1,
-            min_available_nodes=min_nodes,
+            min_available_nodes=1,
         )
         self.cfg = cfg
         self.global_state = global_state

@@ -1,0 +1,88 @@
+"""The server strategy on hand-made client replies (real Flower Messages, no network)."""
+
+import pytest
+import torch
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedcl.config import build_config
+from fedcl.federation.accounting import message_bytes
+from fedcl.federation.codec import encode
+from fedcl.federation.settings import FedRunConfig
+from fedcl.federation.strategy import FedCLStrategy
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    """Flower stamps messages with the run's identity; give this process one."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+
+
+class FakeGrid:
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def get_node_ids(self):
+        return self.nodes
+
+
+def strategy(**overrides):
+    cfg = build_config("fedsmoke", None, [f"{k}={v}" for k, v in overrides.items()], schema=FedRunConfig)
+    g = {"head.fc.weight": torch.zeros(4, 3), "head.fc.bias": torch.zeros(4), "transform.delta": torch.zeros(5)}
+    kinds = {"head.fc.weight": "class_rows", "head.fc.bias": "class_rows", "transform.delta": "examples"}
+    return FedCLStrategy(cfg, g, kinds, full_model_array_bytes=10_000, backbone_crc=123)
+
+
+def reply(to, pid, value, counts, crc=123, state=None):
+    state = state or {"head.fc.weight": torch.full((4, 3), value), "head.fc.bias": torch.full((4,), value), "transform.delta": torch.full((5,), value)}
+    metrics = MetricRecord({"partition-id": pid, "task": 0, "num-examples": sum(counts), "train-time-s": 1.0, "loss": 0.5,
+                            "class-counts": counts, "task-examples": [sum(counts), 0], "backbone-crc": crc})
+    return Message(content=RecordDict({"arrays": encode(state), "metrics": metrics}), reply_to=to)
+
+
+def test_round_aggregates_by_hand_counts_bytes_and_rejects_bad_updates():
+    s = strategy()
+    sent = list(s.configure_train(1, None, ConfigRecord(), FakeGrid([101, 102, 103, 104])))
+    assert {m.metadata.dst_node_id for m in sent} == {101, 102, 103, 104}
+    assert set(sent[0].content.array_records["arrays"].keys()) == {"head.fc.weight", "head.fc.bias", "transform.delta"}
+    by_node = {m.metadata.dst_node_id: m for m in sent}
+    replies = [
+        reply(by_node[101], 0, 1.0, [3, 1, 0, 0]),
+        reply(by_node[102], 1, 5.0, [1, 0, 4, 0]),
+        reply(by_node[103], 2, 9.0, [5, 5, 0, 0], crc=999),  # another backbone: rejected
+        reply(by_node[104], 3, 7.0, [2, 0, 0, 0], state={"head.fc.weight": torch.zeros(2, 2)}),  # malformed: rejected
+    ]
+    arrays, metrics = s.aggregate_train(1, replies)
+    w = s.global_state
+    # class 0: clients 0 and 1 with 3 and 1 examples -> (3*1 + 1*5) / 4 = 2; class 1 only client 0; class 2 only client 1
+    assert torch.allclose(w["head.fc.bias"], torch.tensor([2.0, 1.0, 5.0, 0.0]))
+    assert torch.allclose(w["transform.delta"], torch.full((5,), (4 * 1.0 + 5 * 5.0) / 9))
+    assert metrics["clients-trained"] == 2 and torch.allclose(torch.from_numpy(arrays["head.fc.bias"].numpy()), w["head.fc.bias"])
+    assert len(s.rejected) == 2 and "fingerprint mismatch" in s.rejected[0] and "client 3" in s.rejected[1] and "keys do not match" in s.rejected[1]
+    # every message counted at its exact serialized size, per client
+    for node, pid in ((101, 0), (102, 1), (103, 2), (104, 3)):
+        assert s.ledger.down[1][pid] == message_bytes(by_node[node])
+    assert s.ledger.up[1][0] == message_bytes(replies[0])
+    assert s.ledger.total("up") == sum(message_bytes(r) for r in replies)
+
+
+def test_message_size_is_the_sum_of_deflated_objects_and_close_to_the_payload():
+    s = strategy()
+    msg = list(s.configure_train(1, None, ConfigRecord(), FakeGrid([7])))[0]
+    objects = get_all_nested_objects(msg)
+    assert message_bytes(msg) == sum(len(o.deflate()) for o in objects.values())
+    payload = 4 * (12 + 4 + 5)
+    assert payload < message_bytes(msg) < payload + 3000
+
+
+def test_quantised_downlink_is_smaller():
+    sizes = {}
+    for q in ("none", "fp16", "int8"):
+        s = strategy(**{"federation.quantization": q})
+        s.global_state = {k: torch.randn_like(v) for k, v in s.global_state.items()}
+        s.global_state["transform.delta"] = torch.randn(20000)
+        sizes[q] = message_bytes(list(s.configure_train(1, None, ConfigRecord(), FakeGrid([7])))[0])
+    assert sizes["int8"] < 0.3 * sizes["none"] and sizes["fp16"] < 0.55 * sizes["none"]
