@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="single-device continual learning on a task stream")
     _add_config_args(train)
-    simulate = sub.add_parser("simulate", help="federated continual learning on Flower's Ray simulation engine")
+    simulate = sub.add_parser("simulate", help="federated continual learning on Flower's Ray simulation engine (default preset: federated)")
     _add_config_args(simulate)
     sub.add_parser("list", help="list presets and registered backbones, transforms, heads, methods, datasets")
     return parser
@@ -56,6 +56,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fedcl.federation.settings import FedRunConfig
     from fedcl.federation.simulation import run_ray_simulation
 
+    args.preset = args.preset or (None if args.config else "federated")
     cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
     out = Path(args.out or _default_out(args))
     results = run_ray_simulation(cfg, out)

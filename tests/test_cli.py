@@ -71,3 +71,22 @@ def test_missing_and_corrupt_data_files(tmp_path):
 
 def test_missing_config_file(tmp_path):
     _one_line_error(fedcl("train", "--config", str(tmp_path / "nope.toml")), "nope.toml")
+
+
+def test_simulate_end_to_end(tmp_path):
+    out = tmp_path / "fed"
+    proc = fedcl("simulate", "--preset", "fedsmoke", "--set", "federation.quantization=int8", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    assert r["mode"] == "federated" and r["communication"]["quantization"] == "int8"
+    assert r["final_avg_accuracy"] > 0.5 and r["rejected_updates"] == []
+    assert "fedcl federated results" in proc.stdout
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("federation.partition=bogus", "federation.partition must be one of"),
+    ("federation.num_clients=0", "federation.num_clients must be at least 1"),
+    ("federation.min_available_nodes=9", "min_available_nodes=9 exceeds"),
+])
+def test_simulate_bad_input(override, needle):
+    _one_line_error(fedcl("simulate", "--preset", "fedsmoke", "--set", override), needle)

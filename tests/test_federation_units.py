@@ -128,3 +128,15 @@ def test_fewer_nodes_than_minimum_fails_fast():
 def test_federation_config_errors(override, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("]", r"\]").replace("[", r"\[")):
         build_config("fedsmoke", None, [override], schema=FedRunConfig)
+
+
+def test_proximal_term_is_zero_at_the_global_model_and_grows_with_distance():
+    from fedcl.methods.proximal import ProximalTerm
+
+    w = torch.nn.Parameter(torch.ones(3))
+    term = ProximalTerm(0.5, [w])
+    assert term.penalty(None, None, None, None).item() == 0.0
+    with torch.no_grad():
+        w.add_(2.0)
+    assert term.penalty(None, None, None, None).item() == pytest.approx(0.5 * 0.5 * 3 * 4)
+    assert ProximalTerm(0.0, [w]).penalty(None, None, None, None) is None

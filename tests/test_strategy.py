@@ -86,3 +86,11 @@ def test_quantised_downlink_is_smaller():
         s.global_state["transform.delta"] = torch.randn(20000)
         sizes[q] = message_bytes(list(s.configure_train(1, None, ConfigRecord(), FakeGrid([7])))[0])
     assert sizes["int8"] < 0.3 * sizes["none"] and sizes["fp16"] < 0.55 * sizes["none"]
+
+
+def test_fedadam_server_step_replaces_plain_averaging():
+    s = strategy(**{"federation.strategy": "fedadam", "federation.server_lr": 0.5})
+    sent = list(s.configure_train(1, None, ConfigRecord(), FakeGrid([1, 2, 3])))
+    s.aggregate_train(1, [reply(sent[0], 0, 1.0, [1, 1, 1, 1])])
+    # plain averaging would jump to 1.0; Adam's first step moves by ~lr in the direction of the average
+    assert torch.allclose(s.global_state["transform.delta"], torch.full((5,), 0.5), atol=1e-3)

@@ -14,7 +14,7 @@ from fedcl.federation.app_config import resolve_config
 from fedcl.federation.codec import decode, encode
 from fedcl.federation.profiles import client_profile, is_unavailable
 from fedcl.federation.runtime import (
-    benchmark_for, build_learner, build_model, client_stream, derived_seed, load_state, schedule_for,
+    benchmark_for, build_learner, build_model, client_stream, derived_seed, limit_threads, load_state, schedule_for,
 )
 from fedcl.federation.settings import FedRunConfig
 from fedcl.methods.proximal import ProximalTerm
@@ -38,6 +38,7 @@ def _reply(msg: Message, metrics: dict, arrays=None) -> Message:
 
 def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_round: int):
     """The received global model in a learner that knows the tasks this client has seen."""
+    limit_threads(cfg)
     benchmark = benchmark_for(cfg)
     model, method = build_model(cfg, benchmark)
     load_state(model, decode(msg.content["arrays"], model.exchanged_state(), source="global model"))

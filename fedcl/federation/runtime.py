@@ -93,3 +93,10 @@ def load_state(model: ContinualModel, state: dict[str, torch.Tensor]) -> None:
     own = model.state_dict()
     for key, value in state.items():
         own[key].copy_(value)
+
+
+def limit_threads(cfg: FedRunConfig) -> None:
+    """Use as many torch threads as CPUs the worker was given (no oversubscription)."""
+    wanted = cfg.train.num_threads or max(1, int(cfg.federation.client_num_cpus))
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
