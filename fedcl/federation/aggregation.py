@@ -56,12 +56,16 @@ def aggregate(global_state: dict[str, torch.Tensor], updates: list[ClientUpdate]
 class ServerAdam:
     """FedAdam-style server optimiser (Reddi et al., 2021) on the pseudo-gradient avg - global."""
 
-    def __init__(self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> None:
+    def __init__(self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-9) -> None:
         self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
+        self.steps = 0
         self.m: dict[str, torch.Tensor] = {}
         self.v: dict[str, torch.Tensor] = {}
 
     def step(self, global_state: dict[str, torch.Tensor], averaged: dict[str, torch.Tensor], kinds: dict[str, str]) -> dict[str, torch.Tensor]:
+        self.steps += 1
+        # bias-corrected step size, as in Flower's FedAdam
+        lr = self.lr * (1 - self.beta2**self.steps) ** 0.5 / (1 - self.beta1**self.steps)
         out = {}
         for key, g in global_state.items():
             if not g.is_floating_point() or kinds.get(key) == "sum":
@@ -71,5 +75,5 @@ class ServerAdam:
             m = self.beta1 * self.m.get(key, torch.zeros_like(g)) + (1 - self.beta1) * delta
             v = self.beta2 * self.v.get(key, torch.zeros_like(g)) + (1 - self.beta2) * delta * delta
             self.m[key], self.v[key] = m, v
-            out[key] = g + self.lr * m / (v.sqrt() + self.tau)
+            out[key] = g + lr * m / (v.sqrt() + self.tau)
         return out
