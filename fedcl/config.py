@@ -24,7 +24,7 @@ from fedcl.errors import ConfigError
 class DataConfig:
     dataset: str = "fashion_mnist"
     root: str | None = None
-    download: bool = False
+    download: bool = True  # fetch through torchvision when the files are not on disk
     image_size: int = 32
     scenario: str = "class_incremental"
     num_tasks: int = 5

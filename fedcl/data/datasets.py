@@ -64,13 +64,17 @@ def fashion_mnist(root: Path | None = None, download: bool = False) -> DatasetSp
     cache = default_cache_dir() / "fashion-mnist"
     candidates = [root] if root else [cache, SYSTEM_FASHION_MNIST, cache / "FashionMNIST" / "raw"]
     folder = _idx_folder([c for c in candidates if c is not None])
+    where = root or f"{cache} or {SYSTEM_FASHION_MNIST}"
     if folder is None and download:
         import torchvision
 
-        torchvision.datasets.FashionMNIST(str(root or cache), download=True)
+        try:
+            torchvision.datasets.FashionMNIST(str(root or cache), download=True)
+        except Exception as exc:  # offline, proxy, disk full...
+            raise DataError(f"Fashion-MNIST not found in {where} and the download failed ({exc.__class__.__name__}); "
+                            "install Debian's dataset-fashion-mnist or set data.root") from None
         folder = _idx_folder([Path(root or cache) / "FashionMNIST" / "raw"])
     if folder is None:
-        where = root or f"{cache} or {SYSTEM_FASHION_MNIST}"
         raise DataError(
             f"Fashion-MNIST not found in {where}: install Debian's dataset-fashion-mnist, "
             "or set data.download=true to fetch it with torchvision"
@@ -118,7 +122,10 @@ def _read_cifar(name: str, root: Path | None, download: bool) -> DatasetSplits:
         import torchvision
 
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        torchvision.datasets.utils.download_and_extract_archive(cls.url, str(base), filename=cls.filename, md5=cls.tgz_md5)
+        try:
+            torchvision.datasets.utils.download_and_extract_archive(cls.url, str(base), filename=cls.filename, md5=cls.tgz_md5)
+        except Exception as exc:
+            raise DataError(f"{name} not found in {folder} and the download failed ({exc.__class__.__name__}); set data.root") from None
     if not folder.is_dir():
         raise DataError(f"{name} not found: expected {folder} (set data.root, or data.download=true)")
 
