@@ -92,6 +92,39 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass
+class FederationConfig:
+    num_clients: int = 10
+    rounds_per_task: int = 3
+    local_epochs: int = 1
+    partition: str = "dirichlet"
+    dirichlet_alpha: float = 0.5
+    shards_per_client: int = 2
+    task_order: str = "shared"
+    boundary_jitter: int = 1  # rounds by which a client's task boundaries may lag the nominal ones
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    server_lr: float = 0.01
+    fraction_train: float = 1.0
+    min_available_nodes: int = 0  # 0 -> num_clients
+    quantization: str = "none"
+    device_profiles: list[str] = field(default_factory=lambda: ["jetson_nano", "raspberry_pi_4", "phone", "laptop"])
+    client_num_cpus: float = 1.0
+    client_num_gpus: float = 0.0
+    ray_address: str | None = None
+    evaluate_clients: bool = True
+    node_wait_s: float = 60.0  # how long the server waits for min_available_nodes before failing
+
+
+@dataclass
+class FedRunConfig(RunConfig):
+    federation: FederationConfig = field(default_factory=FederationConfig)
+
+    @property
+    def num_rounds(self) -> int:
+        return self.data.num_tasks * self.federation.rounds_per_task
+
+
 # ---------------------------------------------------------------------- validation
 def _check_type(key: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
@@ -283,9 +316,11 @@ def build_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
-    schema: type = RunConfig,
+    schema: type | None = None,
 ) -> Any:
-    """Assemble and validate a config from its sources."""
+    """Assemble and validate a config from its sources (default schema: :class:`FedRunConfig`,
+    so one file serves single-device and federated runs)."""
+    schema = schema or FedRunConfig
     cfg = schema()
     if preset:
         _apply(cfg, read_preset(preset))
@@ -296,7 +331,7 @@ def build_config(
     return validate(cfg)
 
 
-def config_from_dict(values: dict[str, Any], schema: type = RunConfig) -> Any:
-    cfg = schema()
+def config_from_dict(values: dict[str, Any], schema: type | None = None) -> Any:
+    cfg = (schema or FedRunConfig)()
     _apply(cfg, values)
     return validate(cfg)

@@ -2,48 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from fedcl.config import RunConfig
+from fedcl.config import FederationConfig, FedRunConfig
 from fedcl.errors import ConfigError
+
+__all__ = ["FederationConfig", "FedRunConfig", "check_federation"]
 
 PARTITIONS = ("iid", "dirichlet", "shard")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 QUANTIZATIONS = ("none", "fp16", "int8")
 TASK_ORDERS = ("shared", "per_client")
-
-
-@dataclass
-class FederationConfig:
-    num_clients: int = 10
-    rounds_per_task: int = 3
-    local_epochs: int = 1
-    partition: str = "dirichlet"
-    dirichlet_alpha: float = 0.5
-    shards_per_client: int = 2
-    task_order: str = "shared"
-    boundary_jitter: int = 1  # rounds by which a client's task boundaries may lag the nominal ones
-    strategy: str = "fedavg"
-    proximal_mu: float = 0.01
-    server_lr: float = 0.01
-    fraction_train: float = 1.0
-    min_available_nodes: int = 0  # 0 -> num_clients
-    quantization: str = "none"
-    device_profiles: list[str] = field(default_factory=lambda: ["jetson_nano", "raspberry_pi_4", "phone", "laptop"])
-    client_num_cpus: float = 1.0
-    client_num_gpus: float = 0.0
-    ray_address: str | None = None
-    evaluate_clients: bool = True
-    node_wait_s: float = 60.0  # how long the server waits for min_available_nodes before failing
-
-
-@dataclass
-class FedRunConfig(RunConfig):
-    federation: FederationConfig = field(default_factory=FederationConfig)
-
-    @property
-    def num_rounds(self) -> int:
-        return self.data.num_tasks * self.federation.rounds_per_task
 
 
 def check_federation(cfg: FedRunConfig) -> None:
