@@ -9,10 +9,16 @@ from rich.console import Console
 from rich.table import Table
 
 
+def wide_console() -> Console:
+    """A console that does not squeeze tables to 80 columns when output is piped or logged."""
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
+
+
 class Reporter:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
-        self.console = Console()
+        self.console = wide_console()
         self.num_tasks = 0
 
     def start(self, cfg: Any) -> None:

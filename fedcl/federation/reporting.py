@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+
+from fedcl.reporting import wide_console
 
 
 def print_federated_summary(results: dict[str, Any], path: Path) -> None:
@@ -21,7 +22,7 @@ def print_federated_summary(results: dict[str, Any], path: Path) -> None:
         f"{c['bytes_up'] / 1e6:.2f}", f"{c['bytes_down'] / 1e6:.2f}", f"{100 * frac:.2f} %" if frac else "-",
         f"{results['simulated_total_time_s']:.1f}", f"{results['wall_time_s']:.1f}",
     )
-    console = Console()
+    console = wide_console()
     console.print(table)
     if results.get("rejected_updates"):
         console.print(f"[yellow]{len(results['rejected_updates'])} client update(s) rejected[/]: {results['rejected_updates'][:3]}")
