@@ -90,3 +90,15 @@ def test_simulate_end_to_end(tmp_path):
 ])
 def test_simulate_bad_input(override, needle):
     _one_line_error(fedcl("simulate", "--preset", "fedsmoke", "--set", override), needle)
+
+
+def test_simulate_fedprox_per_client_order_shards(tmp_path):
+    out = tmp_path / "prox"
+    proc = fedcl("simulate", "--preset", "fedsmoke", "--out", str(out), "--set", "federation.strategy=fedprox",
+                 "--set", "federation.task_order=per_client", "--set", "federation.partition=shard")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    orders = {tuple(v["order"]) for v in r["per_client"]["task_schedule"].values()}
+    assert r["rejected_updates"] == [] and r["config"]["federation"]["strategy"] == "fedprox"
+    assert all(sorted(o) == [0, 1] for o in orders)
+    assert r["final_avg_accuracy"] > 0.4
