@@ -72,7 +72,7 @@ def build_model(cfg: FedRunConfig, benchmark: Benchmark) -> tuple[ContinualModel
     method = make_method(cfg)
     m = cfg.model
     backbone = shared_backbone(m.backbone, m.pretrained, m.checkpoint, cfg.data.image_size)
-    if not method.uses_transform and method.__class__.__name__.endswith("Finetune"):
+    if method.trains_backbone:
         backbone = copy.deepcopy(backbone)
     return make_model(cfg, benchmark, method, backbone=backbone), method
 

@@ -22,6 +22,8 @@ class Method:
     name = "base"
     #: False -> the model is built with the identity transform (nothing to tune in the input).
     uses_transform = True
+    #: True -> the method changes backbone weights, so each learner needs its own copy of the backbone.
+    trains_backbone = False
 
     def __init__(self, **options: Any) -> None:
         if options:

@@ -12,6 +12,7 @@ class FullFinetune(Method):
 
     name = "finetune"
     uses_transform = False
+    trains_backbone = True
     last_stages: int | None = None
 
     def configure(self, model, settings):
