@@ -7,7 +7,6 @@ partition, so label skew carries over into every task.
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import numpy as np
@@ -59,7 +58,3 @@ def client_streams(benchmark: Benchmark, kind: str, num_clients: int, alpha: flo
         streams.append(stream)
     return streams
 
-
-@functools.lru_cache(maxsize=4)
-def cached_client_streams(benchmark_key: str, benchmark: Benchmark, kind: str, num_clients: int, alpha: float, shards: int, seed: int):
-    return client_streams(benchmark, kind, num_clients, alpha, shards, seed)

@@ -14,6 +14,7 @@ import json
 import torch
 
 from fedcl.backbones import FrozenBackbone, create_backbone
+from fedcl.config import config_from_dict
 from fedcl.data.scenarios import Benchmark, Experience
 from fedcl.factory import make_benchmark, make_method, make_model, resolve_device, train_settings
 from fedcl.federation.partitions import client_streams
@@ -35,16 +36,13 @@ def _key(cfg: FedRunConfig, *sections: str) -> str:
     return json.dumps({s: d[s] for s in sections}, sort_keys=True)
 
 
+def _cfg_from(d: dict) -> FedRunConfig:
+    return config_from_dict(d, FedRunConfig)
+
+
 @functools.lru_cache(maxsize=2)
 def _benchmark(key: str) -> Benchmark:
-    d = json.loads(key)
-    return make_benchmark(_cfg_from(d))
-
-
-def _cfg_from(d: dict) -> FedRunConfig:
-    from fedcl.config import config_from_dict
-
-    return config_from_dict(d, FedRunConfig)
+    return make_benchmark(_cfg_from(json.loads(key)))
 
 
 def benchmark_for(cfg: FedRunConfig) -> Benchmark:
