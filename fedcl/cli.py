@@ -15,7 +15,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set train.epochs=2 (repeatable)")
     parser.add_argument("--out", "-o", default=None, help="output directory for results.json (default runs/<preset or config>)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress or summary table")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress, summary table or Flower info logs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fedcl.federation.settings import FedRunConfig
     from fedcl.federation.simulation import run_ray_simulation
 
+    if args.quiet:
+        import logging
+
+        logging.getLogger("flwr").setLevel(logging.WARNING)
     args.preset = args.preset or (None if args.config else "federated")
     cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
     out = Path(args.out or _default_out(args))
