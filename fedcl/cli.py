@@ -56,14 +56,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fedcl.federation.settings import FedRunConfig
     from fedcl.federation.simulation import run_ray_simulation
 
-    if args.quiet:
-        import logging
-
-        logging.getLogger("flwr").setLevel(logging.WARNING)
     args.preset = args.preset or (None if args.config else "federated")
     cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
     out = Path(args.out or _default_out(args))
-    results = run_ray_simulation(cfg, out)
+    results = run_ray_simulation(cfg, out, quiet=args.quiet)
     if not args.quiet:
         print_federated_summary(results, out / "results.json")
     return 0

@@ -6,6 +6,7 @@ The only place that calls Flower's (deprecated) ``run_simulation``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -23,8 +24,14 @@ def backend_config(cfg: FedRunConfig) -> dict[str, Any]:
     return {"client_resources": resources, "init_args": init_args}
 
 
-def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Simulate ``cfg.federation.num_clients`` SuperNodes on Ray; returns (and writes) the results."""
+def _warnings_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """Simulate ``cfg.federation.num_clients`` SuperNodes on Ray; returns (and writes) the results.
+
+    ``quiet`` keeps Flower's warnings and errors but drops its info log."""
     from flwr.simulation import run_simulation
 
     from fedcl.federation.client_app import build_client_app
@@ -35,14 +42,20 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path) -> dict[str, Any]
     # Each Ray worker uses the CPUs it was given, without oversubscribing the machine.
     threads = str(max(1, int(cfg.federation.client_num_cpus)))
     os.environ.setdefault("OMP_NUM_THREADS", threads)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        run_simulation(
-            server_app=build_server_app(cfg, out),
-            client_app=build_client_app(cfg),
-            num_supernodes=cfg.federation.num_clients,
-            backend_config=backend_config(cfg),
-        )
+    flwr_logger = logging.getLogger("flwr")
+    if quiet:
+        flwr_logger.addFilter(_warnings_only)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            run_simulation(
+                server_app=build_server_app(cfg, out),
+                client_app=build_client_app(cfg),
+                num_supernodes=cfg.federation.num_clients,
+                backend_config=backend_config(cfg),
+            )
+    finally:
+        flwr_logger.removeFilter(_warnings_only)
     path = out / "results.json"
     if not path.exists():
         from fedcl.errors import FedclError
