@@ -17,7 +17,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fedcl.data.scenarios import SCENARIOS
 from fedcl.errors import ConfigError
+
+#: which classes' logits compete in the training loss: the current task's, all seen so far, or all
+LOGIT_MASKS = ("current", "seen", "none")
 
 
 @dataclass
@@ -214,8 +218,8 @@ def _positive(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must be {'positive' if key.startswith('train.') and 'lr' in key else f'at least {low}'}: got {_get(cfg, key)}")
     choices = {
         "train.optimizer": ("adam", "sgd"),
-        "train.logit_mask": ("current", "seen", "none"),
-        "data.scenario": ("class_incremental", "task_incremental", "domain_incremental"),
+        "train.logit_mask": LOGIT_MASKS,
+        "data.scenario": SCENARIOS,
     }
     for key, allowed in choices.items():
         if _get(cfg, key) not in allowed:

@@ -16,9 +16,6 @@ from fedcl.data.scenarios import Benchmark, Experience
 from fedcl.methods.base import Method
 from fedcl.model import ContinualModel
 
-LOGIT_MASKS = ("current", "seen", "none")
-
-
 @dataclass
 class TrainSettings(TrainConfig):
     """The ``[train]`` settings plus the seed that drives shuffling."""

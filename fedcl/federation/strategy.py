@@ -54,6 +54,11 @@ class FedCLStrategy(FedAvg):
         self._down: dict[int, dict[int, int]] = {}
         self._sent_at: dict[int, float] = {}
 
+    def _reject(self, reason: str) -> None:
+        """Record (in results.json) and log a reply that is left out of aggregation."""
+        self.rejected.append(reason)
+        log(WARNING, "fedcl: rejected: %s", reason)
+
     # ------------------------------------------------------------------ train
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         payload = encode(self.global_state, self.cfg.federation.quantization)
@@ -76,12 +81,11 @@ class FedCLStrategy(FedAvg):
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
-                self.rejected.append(f"round {server_round} node {node}: client error: {msg.error.reason}")
-                log(WARNING, "fedcl: %s", self.rejected[-1])
+                self._reject(f"round {server_round} node {node}: client error: {msg.error.reason}")
                 continue
             metrics = msg.content.metric_records.get("metrics")
             if metrics is None or "partition-id" not in metrics:
-                self.rejected.append(f"round {server_round} node {node}: reply without 'metrics'")
+                self._reject(f"round {server_round} node {node}: reply without 'metrics'")
                 continue
             pid = int(metrics["partition-id"])
             self.node_to_client[node] = pid
@@ -93,16 +97,14 @@ class FedCLStrategy(FedAvg):
             if int(metrics["num-examples"]) == 0:
                 continue  # unavailable this round, or no data for its current task
             if self.backbone_crc is not None and int(metrics.get("backbone-crc", -1)) != self.backbone_crc:
-                self.rejected.append(f"client {pid} (round {server_round}): its backbone differs from the server's (fingerprint mismatch)")
-                log(WARNING, "fedcl: rejected update: %s", self.rejected[-1])
+                self._reject(f"client {pid} (round {server_round}): its backbone differs from the server's (fingerprint mismatch)")
                 continue
             if "arrays" in msg.content.array_records:
                 self._add_full(server_round, up - message_bytes(msg.content.array_records["arrays"]))
             try:
                 state = decode(msg.content.array_records["arrays"], self.global_state, source=f"client {pid} (round {server_round})")
             except (BadUpdateError, KeyError) as exc:
-                self.rejected.append(str(exc) if isinstance(exc, BadUpdateError) else f"client {pid} (round {server_round}): no 'arrays'")
-                log(WARNING, "fedcl: rejected update: %s", self.rejected[-1])
+                self._reject(str(exc) if isinstance(exc, BadUpdateError) else f"client {pid} (round {server_round}): no 'arrays'")
                 continue
             updates.append(ClientUpdate(state, int(metrics["num-examples"]), list(metrics["class-counts"]), list(metrics["task-examples"])))
             profile = client_profile(self.cfg.federation.device_profiles, pid, self.cfg.seed)
@@ -134,7 +136,7 @@ class FedCLStrategy(FedAvg):
         accs = {}
         for msg in replies:
             if msg.has_error():
-                self.rejected.append(f"round {server_round} node {msg.metadata.src_node_id}: evaluation error: {msg.error.reason}")
+                self._reject(f"round {server_round} node {msg.metadata.src_node_id}: evaluation error: {msg.error.reason}")
                 continue
             m = msg.content.metric_records.get("metrics")
             if m is not None and "partition-id" in m:
