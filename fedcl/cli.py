@@ -54,12 +54,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fedcl.config import build_config
     from fedcl.federation.reporting import print_federated_summary
     from fedcl.federation.settings import FedRunConfig
-    from fedcl.federation.simulation import run_ray_simulation
+    from fedcl.federation.simulation import run_federated
 
     args.preset = args.preset or (None if args.config else "federated")
     cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
     out = Path(args.out or _default_out(args))
-    results = run_ray_simulation(cfg, out, quiet=args.quiet)
+    results = run_federated(cfg, out, quiet=args.quiet)
     if not args.quiet:
         print_federated_summary(results, out / "results.json")
     return 0

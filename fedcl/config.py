@@ -66,6 +66,8 @@ class ModelConfig:
 class MethodConfig:
     name: str = "input_tuning"
     options: dict[str, Any] = field(default_factory=dict)
+    #: continual-learning plugins on top of the method, by name -> options (ewc, lwf, replay, proximal, joint)
+    plugins: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +115,7 @@ class FederationConfig:
     min_available_nodes: int = 0  # 0 -> num_clients
     quantization: str = "none"
     device_profiles: list[str] = field(default_factory=lambda: ["jetson_nano", "raspberry_pi_4", "phone", "laptop"])
+    backend: str = "ray"  # "ray": Flower's simulation engine; "inline": every client in this process, one after another
     client_num_cpus: float = 1.0
     client_num_gpus: float = 0.0
     ray_address: str | None = None
@@ -248,7 +251,6 @@ def validate(cfg: RunConfig) -> RunConfig:
     from fedcl.backbones import BACKBONES
     from fedcl.data.datasets import DATASETS
     from fedcl.heads import HEADS
-    from fedcl.methods import METHODS
     from fedcl.transforms import TRANSFORMS
 
     if not cfg.model.backbone.startswith(("timm:", "torchvision:")):
@@ -256,7 +258,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     DATASETS.get(cfg.data.dataset)
     TRANSFORMS.get(cfg.model.transform.name)
     HEADS.get(cfg.model.head.name)
-    METHODS.get(cfg.method.name)
+    from fedcl.methods import create_method, create_plugin
+
+    create_method(cfg.method.name, **cfg.method.options)
+    for name, options in cfg.method.plugins.items():
+        if not isinstance(options, dict):
+            raise ConfigError(f"method.plugins.{name}: expected a table of options (use {{}} for none), got {options!r}")
+        create_plugin(name, **options)
     return cfg
 
 

@@ -14,7 +14,7 @@ from fedcl.config import RunConfig
 from fedcl.data import Benchmark, build_benchmark, load_dataset
 from fedcl.heads import create_head
 from fedcl.learner import Learner, TrainSettings
-from fedcl.methods import Method, create_method
+from fedcl.methods import Method, Plugin, create_method, create_plugin
 from fedcl.model import ContinualModel
 from fedcl.transforms import create_transform
 
@@ -54,6 +54,10 @@ def make_method(cfg: RunConfig) -> Method:
     return create_method(cfg.method.name, **cfg.method.options)
 
 
+def make_plugins(cfg: RunConfig) -> list[Plugin]:
+    return [create_plugin(name, **options) for name, options in cfg.method.plugins.items()]
+
+
 def make_model(cfg: RunConfig, benchmark: Benchmark, method: Method, backbone: FrozenBackbone | None = None) -> ContinualModel:
     """Transform + backbone + head; the transform is the identity for methods that do not tune the input."""
     torch.manual_seed(cfg.seed)
@@ -70,4 +74,4 @@ def train_settings(cfg: RunConfig) -> TrainSettings:
 
 
 def make_learner(cfg: RunConfig, model: ContinualModel, method: Method, benchmark: Benchmark, device: torch.device) -> Learner:
-    return Learner(model, method, train_settings(cfg), cfg.data.image_size, device, benchmark.task_ids_at_test)
+    return Learner(model, method, train_settings(cfg), cfg.data.image_size, device, benchmark.task_ids_at_test, make_plugins(cfg))

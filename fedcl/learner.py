@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fedcl.config import TrainConfig
 from fedcl.data.preprocessing import to_model_input
 from fedcl.data.scenarios import Benchmark, Experience
-from fedcl.methods.base import Method
+from fedcl.methods.base import Batch, Method, Plugin
 from fedcl.model import ContinualModel
 
 @dataclass
@@ -47,7 +47,7 @@ class Learner:
         image_size: int,
         device: torch.device | str = "cpu",
         task_ids_at_test: bool = False,
-        regularizers: list | None = None,
+        plugins: list[Plugin] | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -57,8 +57,8 @@ class Learner:
         self.task_ids_at_test = task_ids_at_test
         self.param_groups = method.configure(model, settings)
         self.cache = FeatureCache() if method.can_cache_features(model) else None
-        #: extra loss terms beside the method's (e.g. FedProx's proximal term), same signature as Method.penalty
-        self.regularizers = list(regularizers or [])
+        #: the method first, then continual-learning plugins (EWC, LwF, replay, FedProx's proximal term...)
+        self.plugins: list[Plugin] = [method, *(plugins or [])]
         self.seen_classes: set[int] = set()
         self.current_task: int | None = None
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -72,6 +72,8 @@ class Learner:
     def _features_of(self, experience: Experience) -> torch.Tensor:
         def compute() -> torch.Tensor:
             chunks = [self.model.encode(x, ids) for x, _, ids in self._image_batches(experience, self.settings.eval_batch_size, shuffle=False)]
+            if not chunks:
+                return torch.empty(0, self.model.backbone.feature_dim, device=self.device)
             return torch.cat(chunks)
 
         with torch.inference_mode():
@@ -85,9 +87,9 @@ class Learner:
             idx = order[start : start + batch_size]
             images = to_model_input(data.images[idx], self.image_size, self.device)
             labels = data.labels[idx].to(self.device)
-            yield images, labels, torch.full_like(labels, experience.task_id)
+            yield images, labels, experience.task_ids_of(idx).to(self.device)
 
-    def _batches(self, experience: Experience, batch_size: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]]:
+    def batches(self, experience: Experience, batch_size: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]]:
         """(inputs, labels, task ids, inputs_are_features)."""
         if self.cache is None:
             for images, labels, ids in self._image_batches(experience, batch_size, shuffle):
@@ -98,9 +100,24 @@ class Learner:
         n = len(experience)
         order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size].to(self.device)
-            labels = labels_all[idx]
-            yield features[idx], labels, torch.full_like(labels, experience.task_id), True
+            idx = order[start : start + batch_size]
+            yield features[idx.to(self.device)], labels_all[idx.to(self.device)], experience.task_ids_of(idx).to(self.device), True
+
+    def _with_replay(self, inputs, labels, ids, are_features):
+        """Append the plugins' replayed samples to a training batch."""
+        for plugin in self.plugins:
+            extra = plugin.replay_batch(self, len(labels))
+            if extra is None:
+                continue
+            images, extra_labels, extra_ids = (t.to(self.device) for t in extra)
+            extra_inputs = to_model_input(images, self.image_size, self.device)
+            if are_features:
+                with torch.no_grad():
+                    extra_inputs = self.model.encode(extra_inputs, extra_ids)
+            inputs = torch.cat([inputs, extra_inputs])
+            labels = torch.cat([labels, extra_labels])
+            ids = torch.cat([ids, extra_ids])
+        return inputs, labels, ids
 
     # ------------------------------------------------------------------ training
     def make_optimizer(self) -> torch.optim.Optimizer | None:
@@ -115,26 +132,42 @@ class Learner:
     def begin_task(self, experience: Experience) -> None:
         self.current_task = experience.task_id
         self.seen_classes.update(experience.classes)
-        if experience.task_id not in self.model.seen_tasks:
-            self.model.seen_tasks.append(experience.task_id)
+        for task in experience.tasks:
+            if task not in self.model.seen_tasks:
+                self.model.seen_tasks.append(task)
+
+    def train_mask(self, experience: Experience) -> torch.Tensor:
+        """Classes whose logits compete in the training loss (``train.logit_mask`` plus replayed classes)."""
+        classes = {"current": set(experience.classes), "seen": set(self.seen_classes), "none": set(range(self.model.head.num_classes))}[self.settings.logit_mask]
+        for plugin in self.plugins:
+            classes |= plugin.train_classes(self, experience)
+        return self._class_mask(classes)
+
+    def stream(self, experiences: list[Experience]) -> list[Experience]:
+        """What the plugins make of a stream of experiences (joint training merges it)."""
+        for plugin in self.plugins:
+            experiences = plugin.reshape_stream(experiences)
+        return experiences
 
     def train_experience(self, experience: Experience, epochs: int | None = None) -> dict[str, float]:
         """Train on one experience (all of it, for ``epochs`` passes); returns loss and counts."""
         self.begin_task(experience)
-        self.method.before_experience(self, experience)
+        for plugin in self.plugins:
+            plugin.before_experience(self, experience)
         s = self.settings
         optimizer = self.make_optimizer()
-        train_mask = {"current": experience.classes, "seen": self.seen_classes, "none": range(self.model.head.num_classes)}[s.logit_mask]
-        mask = self._class_mask(train_mask)
+        mask = self.train_mask(experience)
         self.model.train()
         total_loss, seen, start = 0.0, 0, time.perf_counter()
         for _ in range(epochs if epochs is not None else s.epochs):
-            for inputs, labels, ids, are_features in self._batches(experience, s.batch_size, shuffle=True):
+            for inputs, labels, ids, are_features in self.batches(experience, s.batch_size, shuffle=True):
+                inputs, labels, ids = self._with_replay(inputs, labels, ids, are_features)
                 features = inputs if are_features else self.model.encode(inputs, ids)
                 logits = self.model.head(features, ids).masked_fill(~mask, float("-inf"))
                 loss = F.cross_entropy(logits, labels)
-                for term in (self.method, *self.regularizers):
-                    extra = term.penalty(self, features, logits, labels)
+                batch = Batch(inputs, labels, ids, features, logits, are_features)
+                for plugin in self.plugins:
+                    extra = plugin.penalty(self, batch)
                     if extra is not None:
                         loss = loss + extra
                 if optimizer is not None and loss.requires_grad:
@@ -145,7 +178,8 @@ class Learner:
                 total_loss += float(loss.detach()) * len(labels)
                 seen += len(labels)
         self.model.eval()
-        self.method.after_experience(self, experience)
+        for plugin in self.plugins:
+            plugin.after_experience(self, experience)
         return {"loss": total_loss / max(seen, 1), "num_examples": seen, "train_time_s": time.perf_counter() - start}
 
     # ------------------------------------------------------------------ evaluation
@@ -159,7 +193,7 @@ class Learner:
         self.model.eval()
         mask = self.eval_mask(experience)
         correct = 0
-        for inputs, labels, ids, are_features in self._batches(experience, self.settings.eval_batch_size, shuffle=False):
+        for inputs, labels, ids, are_features in self.batches(experience, self.settings.eval_batch_size, shuffle=False):
             task_ids = ids if self.task_ids_at_test else None
             if are_features:
                 logits = self.model.head(inputs, task_ids)
@@ -172,12 +206,13 @@ class Learner:
         return [self.evaluate_experience(e) for e in stream]
 
     def fit(self, benchmark: Benchmark, on_task_end: Callable[[int, list[float]], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Train on the whole stream; returns the accuracy matrix and the untrained model's accuracies."""
+        """Train on the whole stream; returns the accuracy matrix (one row per trained experience)
+        and the untrained model's accuracies."""
         initial = None
         if benchmark.scenario != "class_incremental":
             initial = np.array(self.evaluate(benchmark.test_stream))
         rows = []
-        for experience in benchmark.train_stream:
+        for experience in self.stream(benchmark.train_stream):
             self.train_experience(experience)
             rows.append(self.evaluate(benchmark.test_stream))
             if on_task_end is not None:

@@ -15,6 +15,11 @@ def wide_console() -> Console:
     return console if console.is_terminal else Console(width=140)
 
 
+def method_label(results: dict[str, Any]) -> str:
+    """``method+plugin+plugin`` as shown in tables."""
+    return "+".join([results["method"], *results.get("plugins", [])])
+
+
 class Reporter:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -42,7 +47,7 @@ class Reporter:
         for col in ("method", "transform", "final acc", "forgetting", "BWT", "trainable params", "backbone params", "wall s"):
             table.add_column(col)
         table.add_row(
-            results["method"], results["transform"], f"{results['final_avg_accuracy']:.3f}", f"{results['avg_forgetting']:.3f}",
+            method_label(results), results["transform"], f"{results['final_avg_accuracy']:.3f}", f"{results['avg_forgetting']:.3f}",
             f"{results['bwt']:.3f}", f"{results['trainable_params']:,}", f"{results['backbone_params']:,}", f"{results['wall_time_s']:.1f}",
         )
         self.console.print(table)

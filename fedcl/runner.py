@@ -48,6 +48,7 @@ def describe_run(cfg: RunConfig, benchmark: Benchmark, method: Method, model: Co
     return {
         "config": cfg.to_dict(),
         "method": cfg.method.name,
+        "plugins": sorted(cfg.method.plugins),
         "transform": cfg.model.transform.name if method.uses_transform else "none",
         "backbone": cfg.model.backbone,
         "scenario": benchmark.scenario,

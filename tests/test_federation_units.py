@@ -131,12 +131,15 @@ def test_federation_config_errors(override, needle):
 
 
 def test_proximal_term_is_zero_at_the_global_model_and_grows_with_distance():
-    from fedcl.methods.proximal import ProximalTerm
+    from fedcl.methods.proximal import Proximal
 
     w = torch.nn.Parameter(torch.ones(3))
-    term = ProximalTerm(0.5, [w])
-    assert term.penalty(None, None, None, None).item() == 0.0
+    term = Proximal(0.5)
+    term.anchor([w])
+    assert term.penalty(None, None).item() == 0.0
     with torch.no_grad():
         w.add_(2.0)
-    assert term.penalty(None, None, None, None).item() == pytest.approx(0.5 * 0.5 * 3 * 4)
-    assert ProximalTerm(0.0, [w]).penalty(None, None, None, None) is None
+    assert term.penalty(None, None).item() == pytest.approx(0.5 * 0.5 * 3 * 4)
+    zero = Proximal(0.0)
+    zero.anchor([w])
+    assert zero.penalty(None, None) is None

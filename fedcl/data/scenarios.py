@@ -26,9 +26,31 @@ class Experience:
     classes: list[int]
     data: ImageArrays
     domain: str = "none"
+    #: per-sample task ids when the experience mixes tasks (joint training); None -> all ``task_id``
+    sample_task_ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.data)
+
+    @property
+    def tasks(self) -> list[int]:
+        return sorted(set(self.sample_task_ids.tolist())) if self.sample_task_ids is not None else [self.task_id]
+
+    def task_ids_of(self, index: torch.Tensor) -> torch.Tensor:
+        if self.sample_task_ids is not None:
+            return self.sample_task_ids[index]
+        return torch.full((len(index),), self.task_id, dtype=torch.long)
+
+
+def merge_experiences(stream: list[Experience]) -> Experience:
+    """All of a stream's data as one experience; each sample keeps its task id."""
+    if not stream:
+        raise ValueError("cannot merge an empty stream")
+    images = torch.cat([e.data.images for e in stream])
+    labels = torch.cat([e.data.labels for e in stream])
+    ids = torch.cat([e.task_ids_of(torch.arange(len(e))) for e in stream])
+    classes = sorted({c for e in stream for c in e.classes})
+    return Experience(stream[-1].task_id, classes, ImageArrays(images, labels), "joint", ids)
 
 
 @dataclass

@@ -7,19 +7,20 @@ Each call is ephemeral; the frozen backbone and the data live in the worker
 from __future__ import annotations
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcl.federation.app_config import resolve_config
 from fedcl.federation.codec import decode, encode
 from fedcl.federation.profiles import client_profile, is_unavailable
 from fedcl.federation.runtime import (
-    benchmark_for, build_learner, build_model, client_stream, derived_seed, limit_threads, load_state, schedule_for,
+    benchmark_for, build_learner, build_model, derived_seed, limit_threads, load_state, schedule_for, seen_tasks, training_experience,
 )
 from fedcl.federation.settings import FedRunConfig
-from fedcl.methods.proximal import ProximalTerm
+from fedcl.learner import Learner
 
 STATE_KEY = "fedcl-client"
+PLUGIN_STATE_PREFIX = "fedcl-plugin-"
 
 
 def partition_id(context: Context) -> int:
@@ -42,28 +43,42 @@ def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_roun
     benchmark = benchmark_for(cfg)
     model, method = build_model(cfg, benchmark)
     load_state(model, decode(msg.content["arrays"], model.exchanged_state(), source="global model"))
-    seen = schedule_for(cfg).seen_tasks(pid, server_round)
+    seen = seen_tasks(cfg, pid, server_round)
     model.seen_tasks = list(seen)
     learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
     learner.seen_classes.update(c for t in seen for c in benchmark.task_classes[t])
     return benchmark, model, learner, seen
 
 
+def restore_plugin_state(learner: Learner, context: Context) -> None:
+    """Plugins' state from earlier rounds (replay buffer, Fisher information, old model)."""
+    for plugin in learner.plugins:
+        record = context.state.array_records.get(PLUGIN_STATE_PREFIX + plugin.name)
+        if record is not None:
+            plugin.load_state_dict(record.to_torch_state_dict())
+
+
+def save_plugin_state(learner: Learner, context: Context) -> None:
+    for plugin in learner.plugins:
+        state = plugin.state_dict()
+        if state:
+            context.state[PLUGIN_STATE_PREFIX + plugin.name] = ArrayRecord({k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+
 def handle_train(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
     pid = partition_id(context)
     server_round = int(msg.content["config"]["server-round"])
-    schedule = schedule_for(cfg)
-    task = schedule.task(pid, server_round)
-    experience = client_stream(cfg, pid)[task]
+    task = schedule_for(cfg).task(pid, server_round)
+    experience = training_experience(cfg, pid, task)
     profile = client_profile(cfg.federation.device_profiles, pid, cfg.seed)
     base = {"partition-id": pid, "task": task, "num-examples": 0, "train-time-s": 0.0, "loss": 0.0}
     if is_unavailable(profile, pid, server_round, cfg.seed) or len(experience) == 0:
         return _reply(msg, {**base, "unavailable": int(len(experience) > 0)})
 
     benchmark, model, learner, seen = _global_model_learner(cfg, msg, pid, server_round)
-    if cfg.federation.strategy == "fedprox":
-        learner.regularizers.append(ProximalTerm(cfg.federation.proximal_mu, [p for g in learner.param_groups for p in g["params"]]))
+    restore_plugin_state(learner, context)
     stats = learner.train_experience(experience)
+    save_plugin_state(learner, context)
 
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
     record["rounds-trained"] = int(record["rounds-trained"]) + 1
@@ -71,7 +86,7 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
     context.state[STATE_KEY] = record
 
     class_counts = torch.bincount(experience.data.labels, minlength=benchmark.num_classes).tolist()
-    task_examples = [len(experience) if t == task else 0 for t in range(benchmark.num_tasks)]
+    task_examples = torch.bincount(experience.task_ids_of(torch.arange(len(experience))), minlength=benchmark.num_tasks).tolist()
     metrics = {
         **base,
         "num-examples": len(experience),

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from fedcl.reporting import wide_console
+from fedcl.reporting import method_label, wide_console
 
 
 def print_federated_summary(results: dict[str, Any], path: Path) -> None:
@@ -17,7 +17,7 @@ def print_federated_summary(results: dict[str, Any], path: Path) -> None:
         table.add_column(col)
     frac = c["fraction_of_full_model"]
     table.add_row(
-        str(results["num_clients"]), str(results["rounds"]), f"{results['method']}/{results['transform']}",
+        str(results["num_clients"]), str(results["rounds"]), f"{method_label(results)}/{results['transform']}",
         f"{results['final_avg_accuracy']:.3f}", f"{results['avg_forgetting']:.3f}",
         f"{c['bytes_up'] / 1e6:.2f}", f"{c['bytes_down'] / 1e6:.2f}", f"{100 * frac:.2f} %" if frac else "-",
         f"{results['simulated_total_time_s']:.1f}", f"{results['wall_time_s']:.1f}",

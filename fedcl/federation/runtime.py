@@ -16,12 +16,12 @@ import torch
 from fedcl.backbones import FrozenBackbone, create_backbone
 from fedcl.config import config_from_dict
 from fedcl.data.scenarios import Benchmark, Experience
-from fedcl.factory import make_benchmark, make_method, make_model, resolve_device, train_settings
+from fedcl.factory import make_benchmark, make_method, make_model, make_plugins, resolve_device, train_settings
 from fedcl.federation.partitions import client_streams
 from fedcl.federation.schedule import TaskSchedule
 from fedcl.federation.settings import FedRunConfig
 from fedcl.learner import Learner
-from fedcl.methods import Method
+from fedcl.methods import Method, create_plugin
 from fedcl.model import ContinualModel
 
 
@@ -60,6 +60,31 @@ def client_stream(cfg: FedRunConfig, partition_id: int) -> list[Experience]:
     return _streams(_key(cfg, "seed", "data", "federation"))[partition_id]
 
 
+def trains_jointly(cfg: FedRunConfig) -> bool:
+    """Joint training (the upper bound): every client trains on all its tasks every round."""
+    return "joint" in cfg.method.plugins
+
+
+@functools.lru_cache(maxsize=256)
+def _training_experience(key: str, partition_id: int, task: int) -> Experience:
+    cfg = _cfg_from(json.loads(key))
+    stream = client_stream(cfg, partition_id)
+    for plugin in make_plugins(cfg):
+        stream = plugin.reshape_stream(stream)
+    return stream[task] if len(stream) == cfg.data.num_tasks else stream[-1]
+
+
+def training_experience(cfg: FedRunConfig, partition_id: int, task: int) -> Experience:
+    """What a client trains on in a round of ``task`` (its merged data under joint training)."""
+    return _training_experience(_key(cfg, "seed", "data", "federation", "method"), partition_id, task)
+
+
+def seen_tasks(cfg: FedRunConfig, partition_id: int, server_round: int) -> list[int]:
+    if trains_jointly(cfg):
+        return list(range(cfg.data.num_tasks)) if server_round > 0 else []
+    return schedule_for(cfg).seen_tasks(partition_id, server_round)
+
+
 def schedule_for(cfg: FedRunConfig) -> TaskSchedule:
     f = cfg.federation
     return TaskSchedule(cfg.data.num_tasks, f.rounds_per_task, f.boundary_jitter, f.task_order, cfg.seed)
@@ -75,11 +100,15 @@ def build_model(cfg: FedRunConfig, benchmark: Benchmark) -> tuple[ContinualModel
     return make_model(cfg, benchmark, method, backbone=backbone), method
 
 
-def build_learner(cfg: FedRunConfig, model: ContinualModel, method: Method, benchmark: Benchmark, seed: int, regularizers=None) -> Learner:
+def build_learner(cfg: FedRunConfig, model: ContinualModel, method: Method, benchmark: Benchmark, seed: int) -> Learner:
+    """A learner with the config's plugins; FedProx adds its proximal term unless one is configured."""
     settings = train_settings(cfg)
     settings.seed = seed
     settings.epochs = cfg.federation.local_epochs
-    return Learner(model, method, settings, cfg.data.image_size, resolve_device(cfg.train.device), benchmark.task_ids_at_test, regularizers)
+    plugins = make_plugins(cfg)
+    if cfg.federation.strategy == "fedprox" and "proximal" not in cfg.method.plugins:
+        plugins.append(create_plugin("proximal", mu=cfg.federation.proximal_mu))
+    return Learner(model, method, settings, cfg.data.image_size, resolve_device(cfg.train.device), benchmark.task_ids_at_test, plugins)
 
 
 def derived_seed(seed: int, partition_id: int, server_round: int) -> int:

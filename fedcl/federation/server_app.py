@@ -15,7 +15,7 @@ from fedcl.errors import FedclError
 from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
 from fedcl.federation.codec import decode, encode
-from fedcl.federation.runtime import benchmark_for, build_learner, build_model, load_state, schedule_for
+from fedcl.federation.runtime import benchmark_for, build_learner, build_model, load_state, schedule_for, seen_tasks
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.strategy import FedCLStrategy
 from fedcl.metrics import peak_memory_mb, summarize
@@ -53,7 +53,7 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> dict[str, Any]:
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         load_state(model, decode(arrays, model.exchanged_state(), source="global model"))
-        seen = sorted({t for c in range(f.num_clients) for t in (schedule.seen_tasks(c, server_round) if server_round else [])})
+        seen = sorted({t for c in range(f.num_clients) for t in (seen_tasks(cfg, c, server_round) if server_round else [])})
         model.seen_tasks = seen
         learner.seen_classes = {c for t in seen for c in benchmark.task_classes[t]}
         accs = learner.evaluate(benchmark.test_stream)

@@ -11,6 +11,7 @@ PARTITIONS = ("iid", "dirichlet", "shard")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 QUANTIZATIONS = ("none", "fp16", "int8")
 TASK_ORDERS = ("shared", "per_client")
+BACKENDS = ("ray", "inline")
 
 
 def check_federation(cfg: FedRunConfig) -> None:
@@ -31,7 +32,7 @@ def check_federation(cfg: FedRunConfig) -> None:
     ]:
         if not ok:
             raise ConfigError(f"federation.{key} must be {need}: got {getattr(f, key)}")
-    for key, allowed in [("partition", PARTITIONS), ("strategy", STRATEGIES), ("quantization", QUANTIZATIONS), ("task_order", TASK_ORDERS)]:
+    for key, allowed in [("partition", PARTITIONS), ("strategy", STRATEGIES), ("quantization", QUANTIZATIONS), ("task_order", TASK_ORDERS), ("backend", BACKENDS)]:
         if getattr(f, key) not in allowed:
             raise ConfigError(f"federation.{key} must be one of {', '.join(allowed)}: got {getattr(f, key)!r}")
     if f.min_available_nodes > f.num_clients:

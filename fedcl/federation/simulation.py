@@ -1,6 +1,8 @@
-"""Runs fedcl's ServerApp and ClientApp on Flower's Ray simulation engine from Python.
+"""Runs fedcl's ServerApp and ClientApp in simulation, from Python.
 
-The only place that calls Flower's (deprecated) ``run_simulation``.
+``federation.backend = "ray"`` uses Flower's Ray simulation engine (this module is the
+only place that calls Flower's deprecated ``run_simulation``); ``"inline"`` runs every
+client in this process (:mod:`fedcl.federation.inline`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,40 @@ def backend_config(cfg: FedRunConfig) -> dict[str, Any]:
 
 def _warnings_only(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING
+
+
+def run_federated(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """Simulate the federation on the configured backend; returns (and writes) the results."""
+    if cfg.federation.backend == "inline":
+        return run_inline_simulation(cfg, out_dir, quiet)
+    return run_ray_simulation(cfg, out_dir, quiet)
+
+
+def _read_results(out: Path) -> dict[str, Any]:
+    path = out / "results.json"
+    if not path.exists():
+        from fedcl.errors import FedclError
+
+        raise FedclError(f"the simulation ended without writing {path} (see the log above for the ServerApp error)")
+    return json.loads(path.read_text())
+
+
+def run_inline_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """Every client in this process, one after another: no Ray start-up, same apps and messages."""
+    from fedcl.federation.client_app import build_client_app
+    from fedcl.federation.inline import run_inline
+    from fedcl.federation.server_app import build_server_app
+
+    out = Path(out_dir)
+    (out / "results.json").unlink(missing_ok=True)
+    flwr_logger = logging.getLogger("flwr")
+    if quiet:
+        flwr_logger.addFilter(_warnings_only)
+    try:
+        run_inline(build_server_app(cfg, out), build_client_app(cfg), cfg.federation.num_clients)
+    finally:
+        flwr_logger.removeFilter(_warnings_only)
+    return _read_results(out)
 
 
 def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
@@ -56,9 +92,4 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = Fal
             )
     finally:
         flwr_logger.removeFilter(_warnings_only)
-    path = out / "results.json"
-    if not path.exists():
-        from fedcl.errors import FedclError
-
-        raise FedclError(f"the simulation ended without writing {path} (see the log above for the ServerApp error)")
-    return json.loads(path.read_text())
+    return _read_results(out)

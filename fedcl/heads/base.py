@@ -15,6 +15,8 @@ class Head(nn.Module):
     """
 
     learns_by_gradient = True
+    #: True when logits depend on the task id (multi-head): distillation then goes task by task
+    uses_task_ids = False
 
     def __init__(self, feature_dim: int, num_classes: int, task_classes: list[list[int]] | None = None) -> None:
         super().__init__()

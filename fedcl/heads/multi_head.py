@@ -13,6 +13,8 @@ from fedcl.heads.base import Head
 class MultiHead(Head):
     """Logits of classes outside the sample's task are -inf; task ids are required."""
 
+    uses_task_ids = True
+
     def __init__(self, feature_dim: int, num_classes: int, task_classes: list[list[int]] | None = None) -> None:
         super().__init__(feature_dim, num_classes, task_classes)
         self.heads = nn.ModuleList([nn.Linear(feature_dim, len(c)) for c in self.task_classes])

@@ -1,28 +1,51 @@
-"""Method registry: ``create_method(name, **options)``."""
+"""Method and plugin registries: ``create_method(name, **options)``, ``create_plugin(name, **options)``.
+
+Methods choose what trains (input_tuning, head_only, finetune, partial_finetune);
+plugins add a continual-learning mechanism to any method (ewc, lwf, replay,
+proximal, joint). In a config::
+
+    [method]
+    name = "input_tuning"
+    [method.plugins.ewc]
+    strength = 100.0
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fedcl.errors import ConfigError
-from fedcl.methods.base import Method
+from fedcl.methods.base import Batch, Method, Plugin
 from fedcl.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
+PLUGINS: Registry[type[Plugin]] = Registry("plugin")
 
 
-def create_method(name: str, **options: Any) -> Method:
-    cls = METHODS.get(name)
+def _create(registry: Registry, kind: str, name: str, options: dict[str, Any]) -> Any:
+    cls = registry.get(name)
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"method '{name}': {exc}") from None
+        raise ConfigError(f"{kind} '{name}': {exc}") from None
+
+
+def create_method(name: str, **options: Any) -> Method:
+    return _create(METHODS, "method", name, options)
+
+
+def create_plugin(name: str, **options: Any) -> Plugin:
+    return _create(PLUGINS, "plugin", name, options)
 
 
 def method_names() -> list[str]:
     return METHODS.names()
 
 
-from fedcl.methods import finetune, head_only, input_tuning  # noqa: E402,F401
+def plugin_names() -> list[str]:
+    return PLUGINS.names()
 
-__all__ = ["METHODS", "Method", "create_method", "method_names"]
+
+from fedcl.methods import ewc, finetune, head_only, input_tuning, joint, lwf, proximal, replay  # noqa: E402,F401
+
+__all__ = ["METHODS", "PLUGINS", "Batch", "Method", "Plugin", "create_method", "create_plugin", "method_names", "plugin_names"]

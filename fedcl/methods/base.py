@@ -1,12 +1,20 @@
-"""Continual-learning methods as plugins of the one training loop (:mod:`fedcl.learner`).
+"""Continual-learning methods and plugins: hooks into the one training loop (:mod:`fedcl.learner`).
 
-A method decides which parameters train and may hook into the loop; it never
-copies the loop. Hooks are called in this order for each experience:
-``before_experience`` -> (per batch) ``penalty`` -> ``after_experience``.
+A *method* decides which parameters train (input tuning, head-only, fine-tuning);
+*plugins* add continual-learning mechanisms on top of any method (EWC, LwF,
+replay, FedProx's proximal term, joint training). Neither copies the loop. For each
+experience (or each federated round of it) the learner calls, in order:
+
+``before_experience`` -> per batch: ``replay_batch``, ``penalty`` -> ``after_experience``.
+
+State a plugin must keep between federated rounds (a replay buffer, Fisher
+information, the previous model) is returned by ``state_dict`` as tensors; the
+ClientApp stores it in the client's ``context.state`` and restores it next round.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,16 +26,65 @@ if TYPE_CHECKING:
     from fedcl.learner import Learner, TrainSettings
 
 
-class Method:
+@dataclass
+class Batch:
+    """One training batch as the penalty hooks see it."""
+
+    inputs: torch.Tensor  # model-ready images, or backbone features when ``inputs_are_features``
+    labels: torch.Tensor
+    task_ids: torch.Tensor
+    features: torch.Tensor
+    logits: torch.Tensor
+    inputs_are_features: bool
+
+
+class Plugin:
+    """Hooks into the training loop; every hook is optional."""
+
+    name = "plugin"
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise TypeError(f"unexpected option(s) {', '.join(sorted(options))}")
+
+    def reshape_stream(self, stream: list[Experience]) -> list[Experience]:
+        """The experiences actually trained on, in order (joint training merges them)."""
+        return stream
+
+    def before_experience(self, learner: Learner, experience: Experience) -> None:
+        """Called before training on an experience (or on one round of it)."""
+
+    def train_classes(self, learner: Learner, experience: Experience) -> set[int]:
+        """Extra classes whose logits take part in the training loss (e.g. replayed ones)."""
+        return set()
+
+    def replay_batch(self, learner: Learner, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Stored (uint8 images, labels, task ids) to append to the current batch."""
+        return None
+
+    def penalty(self, learner: Learner, batch: Batch) -> torch.Tensor | None:
+        """An extra loss term for the current batch (EWC, LwF, FedProx...)."""
+        return None
+
+    def after_experience(self, learner: Learner, experience: Experience) -> None:
+        """Called after training on an experience (or on one round of it)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """State kept across federated rounds (tensors only; empty when there is none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class Method(Plugin):
+    """Chooses the trainable parameters; may also use any plugin hook."""
+
     name = "base"
     #: False -> the model is built with the identity transform (nothing to tune in the input).
     uses_transform = True
     #: True -> the method changes backbone weights, so each learner needs its own copy of the backbone.
     trains_backbone = False
-
-    def __init__(self, **options: Any) -> None:
-        if options:
-            raise TypeError(f"unexpected option(s) {', '.join(sorted(options))}")
 
     def configure(self, model: ContinualModel, settings: TrainSettings) -> list[dict]:
         """Set ``requires_grad`` and return optimiser parameter groups."""
@@ -36,16 +93,6 @@ class Method:
     def can_cache_features(self, model: ContinualModel) -> bool:
         """True when backbone features of an input never change (identity transform, frozen backbone)."""
         return not self.uses_transform and model.backbone.frozen
-
-    def before_experience(self, learner: Learner, experience: Experience) -> None:
-        """Called before training on an experience (or on one round of it)."""
-
-    def penalty(self, learner: Learner, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
-        """An extra loss term for the current batch (EWC, LwF, FedProx...)."""
-        return None
-
-    def after_experience(self, learner: Learner, experience: Experience) -> None:
-        """Called after training on an experience (or on one round of it)."""
 
 
 def head_group(model: ContinualModel, settings: TrainSettings) -> list[dict]:
@@ -58,3 +105,8 @@ def head_group(model: ContinualModel, settings: TrainSettings) -> list[dict]:
 def freeze_transform(model: ContinualModel) -> None:
     for p in model.transform.parameters():
         p.requires_grad_(False)
+
+
+def trainable_named(model: ContinualModel) -> dict[str, torch.nn.Parameter]:
+    """The parameters the method trains, by name (what EWC and FedProx act on)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}

@@ -1,19 +1,37 @@
-"""FedProx's client-side proximal term: mu/2 * ||w - w_global||^2 over the trained parameters."""
+"""FedProx's client-side proximal term: mu/2 * ||w - w_start||^2 over the trained parameters.
+
+Anchored when an experience (a federated round) starts, i.e. at the global model the
+client received. ``federation.strategy = "fedprox"`` adds it with ``federation.proximal_mu``.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from fedcl.methods import PLUGINS
+from fedcl.methods.base import Plugin, trainable_named
 
-class ProximalTerm:
-    """A learner regulariser anchored at the parameters' values when it is created."""
 
-    def __init__(self, mu: float, params: list[torch.nn.Parameter]) -> None:
-        self.mu = mu
+@PLUGINS.register("proximal")
+class Proximal(Plugin):
+    name = "proximal"
+
+    def __init__(self, mu: float = 0.01) -> None:
+        super().__init__()
+        if mu < 0:
+            raise ValueError("mu must be at least 0")
+        self.mu = float(mu)
+        self.params: list[torch.nn.Parameter] = []
+        self.anchors: list[torch.Tensor] = []
+
+    def anchor(self, params: list[torch.nn.Parameter]) -> None:
         self.params = list(params)
         self.anchors = [p.detach().clone() for p in self.params]
 
-    def penalty(self, learner, features, logits, labels) -> torch.Tensor | None:
+    def before_experience(self, learner, experience) -> None:
+        self.anchor(list(trainable_named(learner.model).values()))
+
+    def penalty(self, learner, batch) -> torch.Tensor | None:
         if self.mu == 0 or not self.params:
             return None
         return 0.5 * self.mu * sum((p - a).pow(2).sum() for p, a in zip(self.params, self.anchors))

@@ -1,0 +1,104 @@
+"""An in-process Grid: the ServerApp's messages go straight to the ClientApp, node by node.
+
+Same ServerApp, strategy, ClientApp and Flower Messages as the Ray engine, without
+Ray workers or a SuperLink: for sweeps on a laptop and for tests. Each node has its
+own :class:`~flwr.app.Context` (its ``state`` persists across rounds, as on a
+SuperNode); the backbone and data are shared, as in one Ray worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+import uuid
+from collections.abc import Iterable
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.serverapp import Grid
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+#: Flower's code for an exception raised inside a ClientApp
+CLIENT_APP_RAISED_EXCEPTION = 0
+FIRST_NODE_ID = 1_000
+
+
+class InlineGrid(Grid):
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1, run_config: dict | None = None) -> None:
+        self.client_app = client_app
+        self._run = Run.create_empty(run_id)
+        self.contexts = {
+            FIRST_NODE_ID + i: Context(run_id, FIRST_NODE_ID + i, {"partition-id": i, "num-partitions": num_nodes}, RecordDict(), dict(run_config or {}))
+            for i in range(num_nodes)
+        }
+        self._replies: dict[str, Message] = {}
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+            self._replies[msg.metadata.message_id] = self._deliver(msg)
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.pull_messages(list(self.push_messages(messages)))
+
+    def _deliver(self, msg: Message) -> Message:
+        """Run the ClientApp on the message as a SuperNode would receive it (rebuilt from its wire bytes)."""
+        node = msg.metadata.dst_node_id
+        received = over_the_wire(msg)
+        received.metadata.__dict__["_delivered_at"] = str(time.time())
+        saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = self._run.run_id, node, node
+        try:
+            reply = self.client_app(received, self.contexts[node])
+        except Exception as exc:  # a crashing client becomes an error reply, as on a SuperNode
+            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+            reply = Message(Error(CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=received)
+        finally:
+            TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+        reply = over_the_wire(reply)
+        reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+        return reply
+
+
+def over_the_wire(msg: Message) -> Message:
+    """A new Message inflated from ``msg``'s serialised objects: what the other side gets, no shared objects."""
+    contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(msg).items()}
+    received = inflate_object_from_contents(msg.object_id, contents)
+    received.metadata.__dict__.update(copy.copy(msg.metadata).__dict__)
+    return received
+
+
+def run_inline(server_app, client_app: ClientApp, num_nodes: int, run_config: dict | None = None) -> InlineGrid:
+    """Run a ServerApp against ``num_nodes`` in-process ClientApps; returns the grid (its contexts hold client state)."""
+    grid = InlineGrid(client_app, num_nodes, run_config=run_config)
+    saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = grid.run.run_id, SUPERLINK_NODE_ID, 0
+    try:
+        server_app(grid, Context(grid.run.run_id, SUPERLINK_NODE_ID, {}, RecordDict(), dict(run_config or {})))
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+    return grid
