@@ -53,8 +53,9 @@ class ContinualModel(nn.Module):
 
     def exchanged_state(self) -> dict[str, torch.Tensor]:
         """What a client learns and a server aggregates: transform + head, plus the backbone
-        only when a method has unfrozen it (fine-tuning baselines)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.") or not self.backbone.frozen}
+        stages a method has unfrozen (fine-tuning baselines)."""
+        unfrozen = {f"backbone.{k}" for k in self.backbone.trainable_state_keys()}
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.") or k in unfrozen}
 
     def aggregation_kinds(self) -> dict[str, str]:
         kinds = {f"transform.{k}": v for k, v in self.transform.aggregation_kinds().items()}

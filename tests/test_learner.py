@@ -6,19 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from fedcl.config import build_config
-from fedcl.factory import make_benchmark, make_learner, make_method, make_model
+from helpers import tiny_learner
 
 TINY = ["data.num_tasks=2", "data.max_train_per_class=16", "data.max_test_per_class=8", "data.image_size=32",
         "train.epochs=1", "train.batch_size=16"]
 
 
 def setup(lite0, *overrides):
-    cfg = build_config("smoke", None, TINY + list(overrides))
-    benchmark = make_benchmark(cfg)
-    method = make_method(cfg)
-    model = make_model(cfg, benchmark, method, backbone=copy.deepcopy(lite0))
-    return cfg, benchmark, model, make_learner(cfg, model, method, benchmark, torch.device("cpu"))
+    return tiny_learner(lite0, TINY, *overrides)
 
 
 def backbone_state(model):

@@ -70,6 +70,11 @@ class FrozenBackbone(nn.Module):
         self.frozen = False
         return params
 
+    def trainable_state_keys(self) -> set[str]:
+        """State keys (weights and buffers) of the unfrozen stages: what a fine-tuning client must send."""
+        names = {id(t): k for k, t in self.state_dict(keep_vars=True).items()}
+        return {names[id(t)] for m in self._trainable for t in m.state_dict(keep_vars=True).values() if id(t) in names}
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 

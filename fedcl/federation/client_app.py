@@ -42,10 +42,11 @@ def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_roun
     limit_threads(cfg)
     benchmark = benchmark_for(cfg)
     model, method = build_model(cfg, benchmark)
+    # the learner first: its method unfreezes what it trains, which decides what the model exchanges
+    learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
     load_state(model, decode(msg.content["arrays"], model.exchanged_state(), source="global model"))
     seen = seen_tasks(cfg, pid, server_round)
     model.seen_tasks = list(seen)
-    learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
     learner.seen_classes.update(c for t in seen for c in benchmark.task_classes[t])
     return benchmark, model, learner, seen
 

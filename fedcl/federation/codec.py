@@ -32,7 +32,7 @@ def encode(state: dict[str, torch.Tensor], quantization: str = "none") -> ArrayR
             codes = np.clip(np.round((x - lo) / scale) - 128, -128, 127).astype(np.int8)
             arrays[key + QPARAMS] = Array(np.array([lo, scale], dtype=np.float32))
             x = codes
-        arrays[key] = Array(np.ascontiguousarray(x))
+        arrays[key] = Array(x if x.flags.c_contiguous else x.copy(order="C"))  # (ascontiguousarray turns 0-d into 1-d)
     return ArrayRecord(arrays)
 
 

@@ -20,6 +20,7 @@ from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.strategy import FedCLStrategy
 from fedcl.metrics import peak_memory_mb, summarize
 from fedcl.runner import describe_run, write_results
+from fedcl.state_files import GLOBAL_MODEL_FILE, save_state
 
 
 def wait_for_nodes(grid: Grid, needed: int, timeout_s: float) -> int:
@@ -35,7 +36,8 @@ def wait_for_nodes(grid: Grid, needed: int, timeout_s: float) -> int:
     return connected
 
 
-def run_server(cfg: FedRunConfig, grid: Grid) -> dict[str, Any]:
+def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Run the federation; returns the results and the final global (exchanged) state."""
     start = time.perf_counter()
     f = cfg.federation
     benchmark = benchmark_for(cfg)
@@ -74,7 +76,7 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> dict[str, Any]:
     bytes_up, bytes_down = strategy.ledger.total("up"), strategy.ledger.total("down")
     full_total = sum(strategy.full_model_bytes.values())
     final_clients = strategy.client_accuracy.get(cfg.num_rounds, {})
-    return {
+    results = {
         **describe_run(cfg, benchmark, method, model, global_state.values()),
         "mode": "federated",
         "num_clients": f.num_clients,
@@ -101,6 +103,7 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - start, 2),
         **peak_memory_mb(),
     }
+    return results, strategy.global_state
 
 
 def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None = None) -> ServerApp:
@@ -110,8 +113,10 @@ def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         resolved = resolve_config(cfg, context)
-        results = run_server(resolved, grid)
-        write_results(results, out_dir or context.run_config.get("out-dir") or "runs/federated")
+        out = Path(out_dir or context.run_config.get("out-dir") or "runs/federated")
+        results, final_state = run_server(resolved, grid)
+        write_results(results, out)
+        save_state(final_state, out / GLOBAL_MODEL_FILE)
 
     return app
 

@@ -12,6 +12,7 @@ proximal, joint). In a config::
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from fedcl.errors import ConfigError
@@ -24,6 +25,10 @@ PLUGINS: Registry[type[Plugin]] = Registry("plugin")
 
 def _create(registry: Registry, kind: str, name: str, options: dict[str, Any]) -> Any:
     cls = registry.get(name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self" and p != "options"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{kind} '{name}': unknown option(s) {', '.join(unknown)}; it accepts: {', '.join(accepted) or 'no options'}")
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:

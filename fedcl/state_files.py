@@ -1,0 +1,27 @@
+"""Model state on disk as safetensors: tensors only, nothing executable to unpickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from fedcl.backbones.loading import read_state_dict
+
+#: the final global state (transform + head, plus any unfrozen backbone stages) of a federated run
+GLOBAL_MODEL_FILE = "global_model.safetensors"
+
+
+def save_state(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write atomically (a crash never leaves a half-written file under ``path``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    return read_state_dict(path)

@@ -1,0 +1,17 @@
+"""Helpers shared by test modules."""
+
+import copy
+
+import torch
+
+from fedcl.config import build_config
+from fedcl.factory import make_benchmark, make_learner, make_method, make_model
+
+
+def tiny_learner(lite0, base: list[str], *overrides: str):
+    """(config, benchmark, model, learner) on the smoke preset with a private copy of the backbone."""
+    cfg = build_config("smoke", None, list(base) + list(overrides))
+    benchmark = make_benchmark(cfg)
+    method = make_method(cfg)
+    model = make_model(cfg, benchmark, method, backbone=copy.deepcopy(lite0))
+    return cfg, benchmark, model, make_learner(cfg, model, method, benchmark, torch.device("cpu"))

@@ -1,0 +1,118 @@
+"""Every method and plugin in a tiny federation (in-process backend: real ClientApp, ServerApp,
+strategy and Flower Messages rebuilt from their wire bytes), checking what each may change."""
+
+import copy
+
+import pytest
+import torch
+
+from fedcl.config import build_config
+from fedcl.federation.client_app import PLUGIN_STATE_PREFIX, build_client_app
+from fedcl.federation.inline import FIRST_NODE_ID, run_inline
+from fedcl.federation.runtime import benchmark_for, build_learner, build_model, client_stream, schedule_for
+from fedcl.federation.server_app import build_server_app
+from fedcl.federation.settings import FedRunConfig
+from fedcl.federation.simulation import run_federated
+from fedcl.state_files import GLOBAL_MODEL_FILE, load_state_file
+
+TINY = ["federation.backend=inline", "data.num_tasks=2", "data.max_train_per_class=24", "data.max_test_per_class=20",
+        "federation.num_clients=3", "federation.rounds_per_task=2", "federation.boundary_jitter=0",
+        'federation.device_profiles=["server"]', "federation.partition=iid", "federation.evaluate_clients=false"]
+
+
+def config(*overrides) -> FedRunConfig:
+    return build_config("fedsmoke", None, TINY + list(overrides), schema=FedRunConfig)
+
+
+def initial_state(cfg):
+    """What the server starts from: the model after its method chose what trains."""
+    model, method = build_model(cfg, benchmark_for(cfg))
+    build_learner(cfg, model, method, benchmark_for(cfg), cfg.seed)
+    return {k: v.clone() for k, v in model.exchanged_state().items()}
+
+
+def changed_keys(before, after):
+    return {k for k in after if not torch.equal(before[k].float(), after[k].float())}
+
+
+LIGHT = "transform. head.".split()
+
+
+@pytest.mark.parametrize("name, overrides, sent_prefixes", [
+    ("input_tuning", [], LIGHT),
+    ("head_only", ["method.name=head_only"], ["head."]),
+    ("ncm", ["method.name=head_only", "model.head.name=ncm"], ["head."]),
+    ("partial_finetune", ["method.name=partial_finetune", "method.options.stages=1"], ["head.", "backbone.model.blocks.6.", "backbone.model.conv_head", "backbone.model.bn2"]),
+    ("finetune", ["method.name=finetune"], ["head.", "backbone."]),
+    ("ewc", ["method.plugins.ewc.strength=100.0"], LIGHT),
+    ("lwf", ["method.plugins.lwf={}"], LIGHT),
+    ("replay", ["method.plugins.replay.buffer_size=16"], LIGHT),
+    ("fedprox", ["federation.strategy=fedprox", "federation.proximal_mu=0.1"], LIGHT),
+    ("joint", ["method.plugins.joint={}"], LIGHT),
+])
+def test_each_method_runs_federated_and_changes_only_its_parameters(tmp_path, name, overrides, sent_prefixes):
+    cfg = config(*overrides)
+    before = initial_state(cfg)
+    results = run_federated(cfg, tmp_path, quiet=True)
+    after = load_state_file(tmp_path / GLOBAL_MODEL_FILE)
+    assert set(after) == set(before)
+    assert all(k.startswith(tuple(sent_prefixes)) for k in after), f"{name} exchanges more than it trains"
+    assert any(k.startswith(tuple(sent_prefixes)) for k in changed_keys(before, after))
+    if name != "finetune":  # only full fine-tuning may send the backbone's earlier stages
+        assert not any(k.startswith("backbone.model.blocks.0") for k in after)
+    assert results["rejected_updates"] == []
+    if not name.endswith("finetune"):  # fine-tuning a whole backbone on 16 images per client and task does not learn
+        assert results["final_avg_accuracy"] > 0.35  # 4 classes: chance is 0.25
+    total = results["communication"]["bytes_total"]
+    per_client_round = total / (results["rounds"] * 3) / 2
+    assert per_client_round >= results["trainable_bytes"]  # every exchanged byte is counted, each way
+    if name not in ("finetune",):
+        assert results["communication"]["fraction_of_full_model"] < 0.5
+
+
+def test_plugin_state_persists_in_each_clients_context_across_rounds(tmp_path):
+    cfg = config("method.plugins.ewc={}", "method.plugins.replay.buffer_size=10")
+    grid = run_inline(build_server_app(cfg, tmp_path), build_client_app(cfg), cfg.federation.num_clients)
+    schedule = schedule_for(cfg)
+    for pid in range(cfg.federation.num_clients):
+        state = grid.contexts[FIRST_NODE_ID + pid].state
+        ewc = state.array_records[PLUGIN_STATE_PREFIX + "ewc"].to_torch_state_dict()
+        # after moving to its second task, the client consolidated the first task's Fisher
+        assert int(ewc["last_task"]) == schedule.task(pid, cfg.num_rounds)
+        assert any(k.startswith("fisher/") for k in ewc) and all(not k.split("/")[1].startswith("backbone.") for k in ewc if "/" in k)
+        replay = state.array_records[PLUGIN_STATE_PREFIX + "replay"].to_torch_state_dict()
+        assert len(replay["labels"]) <= 10
+        own = torch.cat([e.data.images for e in client_stream(cfg, pid)]).flatten(1)
+        for img in replay["images"].flatten(1):  # only this client's own samples
+            assert (own == img).all(1).any()
+        assert set(replay["task_ids"].tolist()) <= set(schedule.seen_tasks(pid, cfg.num_rounds))
+
+
+def test_ncm_global_means_equal_count_weighted_client_means(tmp_path, lite0):
+    cfg = config("method.name=head_only", "model.head.name=ncm", "federation.rounds_per_task=1")
+    run_federated(cfg, tmp_path, quiet=True)
+    after = load_state_file(tmp_path / GLOBAL_MODEL_FILE)
+    benchmark = benchmark_for(cfg)
+    backbone = copy.deepcopy(lite0).eval()
+    from fedcl.data.preprocessing import to_model_input
+
+    sums = torch.zeros(benchmark.num_classes, backbone.feature_dim, dtype=torch.float64)
+    counts = torch.zeros(benchmark.num_classes, dtype=torch.float64)
+    client_means = []
+    for pid in range(cfg.federation.num_clients):
+        for e in client_stream(cfg, pid):
+            if len(e) == 0:
+                continue
+            with torch.inference_mode():
+                f = backbone(to_model_input(e.data.images, cfg.data.image_size, "cpu")).double()
+            for c in e.data.labels.unique().tolist():
+                rows = f[e.data.labels == c]
+                client_means.append((c, rows.mean(0), len(rows)))
+    for c, mean, n in client_means:  # count-weighted average of the clients' class means, by hand
+        sums[c] += mean * n
+        counts[c] += n
+    assert torch.equal(after["head.counts"], counts)
+    seen = counts > 0
+    expected = sums[seen] / counts[seen].unsqueeze(1)
+    got = after["head.sums"][seen] / after["head.counts"][seen].unsqueeze(1)
+    assert torch.allclose(got, expected, atol=1e-4)
