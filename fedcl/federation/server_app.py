@@ -53,7 +53,11 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str,
 
     per_round_acc: dict[int, list[float]] = {}
 
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    boundaries = schedule.boundary_rounds(f.num_clients)
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if not f.evaluate_every_round and server_round not in boundaries:
+            return None
         load_state(model, decode(arrays, model.exchanged_state(), source="global model"))
         seen = sorted({t for c in range(f.num_clients) for t in (seen_tasks(cfg, c, server_round) if server_round else [])})
         model.seen_tasks = seen
@@ -65,7 +69,6 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str,
     strategy.start(grid, encode(global_state, "none"), num_rounds=cfg.num_rounds, timeout=3600,
                    train_config=ConfigRecord({"local-epochs": f.local_epochs}), evaluate_fn=evaluate)
 
-    boundaries = schedule.boundary_rounds(f.num_clients)
     matrix = torch.tensor([per_round_acc[r] for r in boundaries]).numpy()
     per_round = strategy.ledger.per_round()
     for row in per_round:
@@ -99,6 +102,7 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str,
         },
         "simulated_round_time_s": [strategy.round_stats.get(r, {}).get("simulated_round_time_s", 0.0) for r in range(1, cfg.num_rounds + 1)],
         "simulated_total_time_s": round(sum(s.get("simulated_round_time_s", 0.0) for s in strategy.round_stats.values()), 3),
+        "client_train_time_s": round(sum(s.get("client_train_time_s", 0.0) for s in strategy.round_stats.values()), 3),
         "rejected_updates": strategy.rejected,
         "wall_time_s": round(time.perf_counter() - start, 2),
         **peak_memory_mb(),

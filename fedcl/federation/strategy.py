@@ -77,7 +77,7 @@ class FedCLStrategy(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates: list[ClientUpdate] = []
-        sim_times, losses, trained = [], [], 0
+        sim_times, losses, trained, compute_s = [], [], 0, 0.0
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -110,6 +110,7 @@ class FedCLStrategy(FedAvg):
             profile = client_profile(self.cfg.federation.device_profiles, pid, self.cfg.seed)
             sim_times.append(simulated_client_time(profile, float(metrics["train-time-s"]), down, up))
             losses.append(float(metrics["loss"]) * int(metrics["num-examples"]))
+            compute_s += float(metrics["train-time-s"])
             trained += int(metrics["num-examples"])
         averaged = aggregate(self.global_state, updates, self.kinds)
         if self.server_opt is not None and updates:
@@ -120,6 +121,7 @@ class FedCLStrategy(FedAvg):
             "clients_trained": len(updates),
             "num_examples": trained,
             "train_loss": sum(losses) / trained if trained else None,
+            "client_train_time_s": round(compute_s, 3),  # summed over the clients that trained
             "real_round_time_s": round(time.perf_counter() - self._sent_at.get(server_round, time.perf_counter()), 3),
             "simulated_round_time_s": round(max(sim_times), 3) if sim_times else 0.0,
         }

@@ -1,0 +1,177 @@
+"""Results analysis shared by scripts and notebooks: load ``results.json`` files into pandas,
+summarise over seeds, and plot the standard figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: columns of :func:`load_runs` summarised over seeds by :func:`summarize_runs`
+METRICS = {
+    "final_acc": "final accuracy",
+    "forgetting": "forgetting",
+    "bwt": "BWT",
+    "total_mb": "MB exchanged",
+    "client_compute_s": "client compute s",
+    "peak_rss_mb": "peak memory MB",
+}
+GROUP = ["scenario", "partition", "method"]
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    return json.loads((path / "results.json" if path.is_dir() else path).read_text())
+
+
+def run_row(results: dict[str, Any], labels: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One flat row of a run's headline figures."""
+    comm = results.get("communication", {})
+    row = {
+        "method": "+".join([results["method"], *results.get("plugins", [])]),
+        "scenario": results["scenario"],
+        "partition": results.get("config", {}).get("federation", {}).get("partition", "-"),
+        "seed": results.get("config", {}).get("seed", 0),
+        "final_acc": results["final_avg_accuracy"],
+        "forgetting": results["avg_forgetting"],
+        "bwt": results["bwt"],
+        "total_mb": comm.get("bytes_total", 0) / 1e6,
+        "full_model_mb": comm.get("full_model_bytes_total", 0) / 1e6,
+        "fraction_of_full_model": comm.get("fraction_of_full_model"),
+        "client_compute_s": results.get("client_train_time_s"),
+        "peak_rss_mb": results.get("peak_rss_mb"),
+        "wall_s": results.get("wall_time_s"),
+        "trainable_params": results.get("trainable_params"),
+        "rounds": results.get("rounds"),
+        "num_clients": results.get("num_clients"),
+    }
+    row.update(labels or {})
+    return row
+
+
+def load_runs(root: str | Path) -> pd.DataFrame:
+    """Every ``results.json`` under ``root`` as one row (labels from a sibling ``cell.json`` when present)."""
+    rows = []
+    for path in sorted(Path(root).rglob("results.json")):
+        labels_file = path.parent / "cell.json"
+        labels = json.loads(labels_file.read_text()) if labels_file.exists() else None
+        row = run_row(json.loads(path.read_text()), labels)
+        row["path"] = str(path.parent)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of every metric, per scenario x partition x method."""
+    present = [m for m in METRICS if m in runs]
+    grouped = runs.groupby(GROUP, sort=False)[present]
+    summary = grouped.mean().join(grouped.std(ddof=0).add_suffix("_std")).join(grouped.size().rename("seeds"))
+    return summary.reset_index()
+
+
+def summary_markdown(summary: pd.DataFrame, digits: dict[str, int] | None = None) -> str:
+    """The summary as a Markdown table with ``mean ± std`` cells."""
+    digits = {"final_acc": 3, "forgetting": 3, "bwt": 3, "total_mb": 2, "client_compute_s": 1, "peak_rss_mb": 0, **(digits or {})}
+    present = [m for m in METRICS if m in summary]
+    header = ["scenario", "partition", "method", *(METRICS[m] for m in present), "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in summary.iterrows():
+        cells = [str(r[c]) for c in GROUP]
+        for m in present:
+            d = digits.get(m, 3)
+            cells.append(f"{r[m]:.{d}f} ± {r[m + '_std']:.{d}f}" if r["seeds"] > 1 else f"{r[m]:.{d}f}")
+        cells.append(str(int(r["seeds"])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- per-run tables
+def per_round_frame(results: dict[str, Any]) -> pd.DataFrame:
+    """One row per round: bytes up/down, cumulative MB, mean accuracy and per-task accuracies."""
+    rows = []
+    cumulative = 0
+    per_round = results["communication"]["per_round"]
+    acc = results.get("accuracy_per_round", {})
+    for r in per_round:
+        cumulative += r["bytes_up"] + r["bytes_down"]
+        tasks = acc.get(str(r["round"])) or []
+        rows.append({"round": r["round"], "bytes_up": r["bytes_up"], "bytes_down": r["bytes_down"],
+                     "cumulative_mb": cumulative / 1e6, "accuracy": float(np.mean(tasks)) if tasks else np.nan,
+                     **{f"task_{t}": a for t, a in enumerate(tasks)}})
+    return pd.DataFrame(rows)
+
+
+def per_client_bytes(results: dict[str, Any]) -> pd.DataFrame:
+    """Bytes up and down per client and round (long format)."""
+    rows = []
+    for r in results["communication"]["per_round"]:
+        for direction in ("up", "down"):
+            for client, n in r.get(f"per_client_{direction}", {}).items():
+                rows.append({"round": r["round"], "client": int(client), "direction": direction, "bytes": n})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- figures
+def plot_accuracy_vs_mb(summary: pd.DataFrame, partition: str | None = None):
+    """Final accuracy against total MB exchanged, one point per method, one panel per scenario."""
+    import matplotlib.pyplot as plt
+
+    data = summary if partition is None else summary[summary["partition"] == partition]
+    scenarios = list(dict.fromkeys(data["scenario"]))
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios):
+        part = data[data["scenario"] == scenario]
+        for _, r in part.iterrows():
+            ax.errorbar(r["total_mb"], r["final_acc"], yerr=r.get("final_acc_std", 0), fmt="o", capsize=3)
+            ax.annotate(r["method"], (r["total_mb"], r["final_acc"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("total MB exchanged (up + down, all clients, log scale)")
+        ax.set_ylabel("final average accuracy")
+        ax.set_title(f"{scenario}" + (f" · {partition}" if partition else ""))
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_forgetting(summary: pd.DataFrame, partition: str | None = None):
+    """Average forgetting per method (bars, ± std over seeds), one panel per scenario."""
+    import matplotlib.pyplot as plt
+
+    data = summary if partition is None else summary[summary["partition"] == partition]
+    scenarios = list(dict.fromkeys(data["scenario"]))
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios):
+        part = data[data["scenario"] == scenario]
+        ax.bar(part["method"], part["forgetting"], yerr=part.get("forgetting_std"), capsize=3, color="tab:red", alpha=0.7)
+        ax.set_ylabel("average forgetting (accuracy points, 0-1)")
+        ax.set_title(f"{scenario}" + (f" · {partition}" if partition else ""))
+        ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_matrices(matrices: dict[str, list[list[float]]], ncols: int = 4):
+    """Heatmaps of accuracy matrices R[i][j] (row: after training task i; column: tested on task j)."""
+    import matplotlib.pyplot as plt
+
+    n = len(matrices)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (title, m) in zip(axes.flat, matrices.items()):
+        m = np.asarray(m)
+        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("tested on task")
+        ax.set_ylabel("after training task")
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_yticks(range(m.shape[0]))
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="accuracy")
+    return fig

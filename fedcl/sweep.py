@@ -1,0 +1,173 @@
+"""Benchmark sweeps: methods x scenarios x partitions x seeds, one federated run per cell.
+
+A grid file (TOML) names a preset, overrides shared by every cell, the seeds, and
+named groups of overrides for scenarios, partitions and methods::
+
+    preset = "federated"
+    base = ["data.image_size=32"]
+    seeds = [0, 1]
+    [scenarios]
+    class_incremental = ["data.scenario=class_incremental"]
+    [partitions]
+    iid = ["federation.partition=iid"]
+    [methods.input_tuning]
+    overrides = []
+    [methods.input_tuning_per_task]
+    overrides = ["model.transform.per_task=true"]
+    scenarios = ["task_incremental"]      # optional: only these scenarios
+
+Each cell runs as its own ``fedcl simulate`` process (peak memory is per run, a
+crash loses one cell) and writes ``<out>/<method>/<scenario>/<partition>/seed<k>/results.json``.
+Cells whose results already exist for the same config are skipped, so a stopped
+sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedcl.config import build_config
+from fedcl.errors import ConfigError
+from fedcl.federation.settings import FedRunConfig
+
+
+@dataclass
+class Cell:
+    method: str
+    scenario: str
+    partition: str
+    seed: int
+    overrides: list[str]
+
+    @property
+    def path(self) -> Path:
+        return Path(self.method) / self.scenario / self.partition / f"seed{self.seed}"
+
+    def labels(self) -> dict[str, object]:
+        return {"method": self.method, "scenario": self.scenario, "partition": self.partition, "seed": self.seed}
+
+
+@dataclass
+class Grid:
+    preset: str | None
+    base: list[str]
+    seeds: list[int]
+    scenarios: dict[str, list[str]]
+    partitions: dict[str, list[str]]
+    methods: dict[str, dict]
+    config_file: str | None = None
+    source: str = field(default="<grid>")
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for method, spec in self.methods.items():
+            for scenario, scenario_overrides in self.scenarios.items():
+                if spec.get("scenarios") and scenario not in spec["scenarios"]:
+                    continue
+                for partition, partition_overrides in self.partitions.items():
+                    for seed in self.seeds:
+                        overrides = [*self.base, *scenario_overrides, *partition_overrides, *spec.get("overrides", []), f"seed={seed}"]
+                        out.append(Cell(method, scenario, partition, seed, overrides))
+        return out
+
+    def config(self, cell: Cell) -> FedRunConfig:
+        try:
+            return build_config(self.preset, self.config_file, cell.overrides, schema=FedRunConfig)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: cell {cell.path}: {exc}") from None
+
+
+def _str_list(source: str, key: str, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: '{key}' must be a list of \"key=value\" strings, got {value!r}")
+    return list(value)
+
+
+def read_grid(path: str | Path) -> Grid:
+    """Parse and check a grid file; every cell's config is validated before anything runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot parse grid file {path}: {exc}") from None
+    allowed = {"preset", "config", "base", "seeds", "scenarios", "partitions", "methods"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; a grid has {', '.join(sorted(allowed))}")
+    for key in ("scenarios", "partitions", "methods"):
+        if not isinstance(data.get(key), dict) or not data[key]:
+            raise ConfigError(f"{path}: [{key}] must name at least one entry")
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{path}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    methods = {}
+    for name, spec in data["methods"].items():
+        if not isinstance(spec, dict) or set(spec) - {"overrides", "scenarios"}:
+            raise ConfigError(f"{path}: [methods.{name}] takes 'overrides' (list) and optional 'scenarios' (list)")
+        methods[name] = {"overrides": _str_list(str(path), f"methods.{name}.overrides", spec.get("overrides", [])),
+                         "scenarios": spec.get("scenarios")}
+        for s in spec.get("scenarios") or []:
+            if s not in data["scenarios"]:
+                raise ConfigError(f"{path}: methods.{name}.scenarios names '{s}', which is not in [scenarios]")
+    grid = Grid(
+        preset=data.get("preset"),
+        base=_str_list(str(path), "base", data.get("base", [])),
+        seeds=seeds,
+        scenarios={k: _str_list(str(path), f"scenarios.{k}", v) for k, v in data["scenarios"].items()},
+        partitions={k: _str_list(str(path), f"partitions.{k}", v) for k, v in data["partitions"].items()},
+        methods=methods,
+        config_file=data.get("config"),
+        source=str(path),
+    )
+    for cell in grid.cells():
+        grid.config(cell)
+    return grid
+
+
+def _done(cfg: FedRunConfig, out: Path) -> bool:
+    path = out / "results.json"
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()).get("config") == cfg.to_dict()
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
+    """Run one cell in a fresh ``fedcl simulate`` process unless its results exist; returns a status row."""
+    cfg = grid.config(cell)
+    out = root / cell.path
+    if _done(cfg, out):
+        return {**cell.labels(), "status": "cached", "seconds": 0.0}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (out / "cell.json").write_text(json.dumps(cell.labels()))
+    cmd = [sys.executable, "-m", "fedcl.cli", "simulate", "--config", str(out / "config.json"), "--out", str(out), "--quiet"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    seconds = time.perf_counter() - start
+    (out / "log.txt").write_text(proc.stdout + proc.stderr)
+    ok = proc.returncode == 0 and (out / "results.json").exists()
+    status = "ok" if ok else f"failed (exit {proc.returncode}; see {out / 'log.txt'})"
+    log(f"{cell.path}: {status} in {seconds:.0f} s")
+    return {**cell.labels(), "status": status, "seconds": round(seconds, 1)}
+
+
+def run_grid(grid: Grid, root: str | Path, jobs: int = 1, log=print) -> list[dict]:
+    """Run every cell (``jobs`` at a time); returns one status row per cell."""
+    root = Path(root)
+    cells = grid.cells()
+    log(f"{len(cells)} cells -> {root}")
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(lambda c: run_cell(grid, c, root, log), cells))
