@@ -175,3 +175,105 @@ def plot_accuracy_matrices(matrices: dict[str, list[list[float]]], ncols: int = 
         ax.set_yticks(range(m.shape[0]))
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="accuracy")
     return fig
+
+
+def global_vs_local(results: dict[str, Any]) -> pd.DataFrame:
+    """Per round: the server's accuracy over every task's test data (global) and the clients'
+    mean accuracy on the tasks each has seen (local; rounds where clients evaluated)."""
+    local = results.get("per_client", {}).get("accuracy_per_round", {})
+    rows = []
+    for r, accs in results.get("accuracy_per_round", {}).items():
+        clients = local.get(r, {})
+        rows.append({"round": int(r), "global_accuracy": float(np.mean(accs)),
+                     "mean_local_accuracy": float(np.mean(list(clients.values()))) if clients else np.nan})
+    return pd.DataFrame(rows).sort_values("round").reset_index(drop=True)
+
+
+def client_accuracy_frame(results: dict[str, Any]) -> pd.DataFrame:
+    """Local accuracy per client and round (long format)."""
+    rows = [{"round": int(r), "client": int(c), "accuracy": a}
+            for r, accs in results.get("per_client", {}).get("accuracy_per_round", {}).items() for c, a in accs.items()]
+    return pd.DataFrame(rows, columns=["round", "client", "accuracy"])
+
+
+def plot_bytes_per_client(results: dict[str, Any]):
+    """Bytes up and down per client in each round (one line per client)."""
+    import matplotlib.pyplot as plt
+
+    frame = per_client_bytes(results)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, direction in zip(axes, ("down", "up")):
+        part = frame[frame["direction"] == direction].pivot(index="round", columns="client", values="bytes") / 1e3
+        for client in part.columns:
+            ax.plot(part.index, part[client], marker="o", ms=3, label=f"client {client}")
+        ax.set_title(f"{'server → client' if direction == 'down' else 'client → server'} ({direction})")
+        ax.set_xlabel("round")
+        ax.set_ylabel("kB per client")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_cumulative_mb(curves: dict[str, pd.DataFrame], crossover: float | None = None):
+    """Global accuracy after each evaluated round against cumulative MB exchanged, one line per run."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, frame in curves.items():
+        frame = frame.dropna(subset=["accuracy"])
+        ax.plot(frame["cumulative_mb"], frame["accuracy"], marker="o", ms=3, label=name)
+    if crossover is not None:
+        ax.axvline(crossover, color="grey", ls="--", label=f"crossover {crossover:.1f} MB")
+    ax.set_xscale("log")
+    ax.set_xlabel("cumulative MB exchanged (up + down, all clients, log scale)")
+    ax.set_ylabel("global accuracy (mean over tasks)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_task_accuracy_over_rounds(results: dict[str, Any], title: str = ""):
+    """Accuracy on each task's test data after every round; dashed lines: rounds after which every
+    client has finished a task; shaded: rounds where clients' boundaries differ (asynchronous)."""
+    import matplotlib.pyplot as plt
+
+    frame = per_round_frame(results).dropna(subset=["accuracy"])
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for col in [c for c in frame.columns if c.startswith("task_")]:
+        ax.plot(frame["round"], frame[col], marker="o", ms=3, label=col.replace("_", " "))
+    starts = [s["starts"] for s in results["per_client"]["task_schedule"].values()]
+    for k in range(1, len(starts[0])):
+        lo, hi = min(s[k] for s in starts), max(s[k] for s in starts)
+        if hi > lo:
+            ax.axvspan(lo - 0.5, hi - 0.5, color="grey", alpha=0.15)
+    for b in results["task_boundary_rounds"][:-1]:
+        ax.axvline(b + 0.5, color="black", ls="--", lw=0.8)
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title or "per-task accuracy of the global model")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_client_curves(results: dict[str, Any]):
+    """Each client's local accuracy over rounds; markers where that client switched task."""
+    import matplotlib.pyplot as plt
+
+    frame = client_accuracy_frame(results)
+    schedule = results["per_client"]["task_schedule"]
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for client, part in frame.groupby("client"):
+        line, = ax.plot(part["round"], part["accuracy"], marker=".", label=f"client {client}")
+        for start in schedule[str(client)]["starts"][1:]:
+            ax.axvline(start - 0.5, color=line.get_color(), ls=":", lw=1)
+    ax.set_xlabel("round")
+    ax.set_ylabel("local accuracy (tasks the client has seen)")
+    ax.set_ylim(0, 1)
+    ax.set_title("per-client accuracy; dotted: that client's task boundaries")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

@@ -120,6 +120,7 @@ class FederationConfig:
     client_num_gpus: float = 0.0
     ray_address: str | None = None
     evaluate_clients: bool = True
+    client_eval_every: int = 0  # clients also evaluate every k rounds (0: only after the last round)
     evaluate_every_round: bool = True  # false: the server evaluates only at task boundaries (enough for the accuracy matrix)
     node_wait_s: float = 60.0  # how long the server waits for min_available_nodes before failing
 

@@ -144,6 +144,16 @@ def _done(cfg: FedRunConfig, out: Path) -> bool:
         return False
 
 
+def run_or_load(cfg: FedRunConfig, out: str | Path, quiet: bool = True) -> dict:
+    """Run a federation in this process (no subprocess) unless ``out`` already holds its results."""
+    from fedcl.federation.simulation import run_federated
+
+    out = Path(out)
+    if _done(cfg, out):
+        return json.loads((out / "results.json").read_text())
+    return run_federated(cfg, out, quiet=quiet)
+
+
 def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
     """Run one cell in a fresh ``fedcl simulate`` process unless its results exist; returns a status row."""
     cfg = grid.config(cell)

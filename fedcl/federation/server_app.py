@@ -89,6 +89,7 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str,
         **summarize(matrix),
         "accuracy_per_round": {str(r): a for r, a in sorted(per_round_acc.items())},
         "per_client": {"accuracy": {str(k): v for k, v in final_clients.items()},
+                       "accuracy_per_round": {str(r): {str(k): v for k, v in accs.items()} for r, accs in sorted(strategy.client_accuracy.items())},
                        "task_schedule": {str(c): {"order": schedule.order(c), "starts": schedule.starts(c)} for c in range(f.num_clients)}},
         "communication": {
             "bytes_up": bytes_up,

@@ -23,6 +23,7 @@ def check_federation(cfg: FedRunConfig) -> None:
         ("dirichlet_alpha", f.dirichlet_alpha > 0, "positive"),
         ("shards_per_client", f.shards_per_client >= 1, "at least 1"),
         ("boundary_jitter", f.boundary_jitter >= 0, "at least 0"),
+        ("client_eval_every", f.client_eval_every >= 0, "at least 0"),
         ("proximal_mu", f.proximal_mu >= 0, "at least 0"),
         ("server_lr", f.server_lr > 0, "positive"),
         ("fraction_train", 0 < f.fraction_train <= 1, "in (0, 1]"),

@@ -130,8 +130,9 @@ class FedCLStrategy(FedAvg):
 
     # ------------------------------------------------------------------ client-side evaluation
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        if server_round != self.cfg.num_rounds:
-            return []  # per-client (local) accuracy of the final global model
+        every = self.cfg.federation.client_eval_every
+        if server_round != self.cfg.num_rounds and not (every and server_round % every == 0):
+            return []  # per-client (local) accuracy of the final global model, and every k rounds if asked
         return super().configure_evaluate(server_round, encode(self.global_state, "none"), config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
