@@ -154,13 +154,14 @@ def plot_forgetting(summary: pd.DataFrame, partition: str | None = None):
 
 
 def plot_accuracy_matrices(matrices: dict[str, list[list[float]]], ncols: int = 4):
-    """Heatmaps of accuracy matrices R[i][j] (row: after training task i; column: tested on task j)."""
+    """Heatmaps of accuracy matrices R[i][j] (row: after stream step i, i.e. after every client finished
+    its i-th task; column: tested on task j)."""
     import matplotlib.pyplot as plt
 
     n = len(matrices)
     ncols = min(ncols, n)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 1, 3.2 * nrows), squeeze=False, constrained_layout=True)
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, (title, m) in zip(axes.flat, matrices.items()):
@@ -170,7 +171,7 @@ def plot_accuracy_matrices(matrices: dict[str, list[list[float]]], ncols: int = 
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("tested on task")
-        ax.set_ylabel("after training task")
+        ax.set_ylabel("after stream step")
         ax.set_xticks(range(m.shape[1]))
         ax.set_yticks(range(m.shape[0]))
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="accuracy")
@@ -209,6 +210,7 @@ def plot_bytes_per_client(results: dict[str, Any]):
         ax.set_title(f"{'server → client' if direction == 'down' else 'client → server'} ({direction})")
         ax.set_xlabel("round")
         ax.set_ylabel("kB per client")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2)
     fig.tight_layout()

@@ -25,7 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train)
     simulate = sub.add_parser("simulate", help="federated continual learning on Flower's Ray simulation engine (default preset: federated)")
     _add_config_args(simulate)
-    sub.add_parser("list", help="list presets and registered backbones, transforms, heads, methods, datasets")
+    sub.add_parser("list", help="list presets and registered backbones, transforms, heads, methods, plugins, datasets")
+    certs = sub.add_parser("certs", help="create a CA, a SuperLink TLS certificate and SuperNode authentication keys")
+    certs.add_argument("--out", default="certificates", help="output folder (default: certificates)")
+    certs.add_argument("--hosts", required=True, help="comma-separated host names / IP addresses SuperNodes use to reach the SuperLink")
+    certs.add_argument("--nodes", type=int, default=0, help="how many SuperNode key pairs to create")
+    certs.add_argument("--days", type=int, default=365, help="validity in days")
+    certs.add_argument("--overwrite", action="store_true", help="replace an existing certificate authority")
     return parser
 
 
@@ -65,17 +71,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from fedcl.deploy.certificates import generate
+
+    certs = generate(args.out, [h.strip() for h in args.hosts.split(",") if h.strip()], args.nodes, args.days, args.overwrite)
+    print(f"CA: {certs.ca_cert} (keep {Path(args.out) / 'ca.key'} offline)")
+    print(f"SuperLink: --ssl-ca-certfile {certs.ca_cert} --ssl-certfile {certs.server_cert} --ssl-keyfile {certs.server_key}")
+    for private, public in certs.node_keys:
+        print(f"SuperNode: --auth-supernode-private-key {private}   register: flwr supernode register {public} <superlink>")
+    return 0
+
+
 def cmd_list(_: argparse.Namespace) -> int:
     from fedcl.backbones import backbone_names
     from fedcl.config import preset_names
     from fedcl.data import dataset_names
     from fedcl.heads import head_names
-    from fedcl.methods import method_names
+    from fedcl.methods import method_names, plugin_names
     from fedcl.transforms import transform_names
 
     backbones = [n for n in backbone_names() if not n.endswith(":")] + ["timm:<model>", "torchvision:<model>"]
     for title, names in [("presets", preset_names()), ("backbones", backbones), ("transforms", transform_names()),
-                         ("heads", head_names()), ("methods", method_names()), ("datasets", dataset_names())]:
+                         ("heads", head_names()), ("methods", method_names()), ("plugins", plugin_names()), ("datasets", dataset_names())]:
         print(f"{title:11s} {', '.join(names)}")
     return 0
 
@@ -83,7 +100,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "simulate": cmd_simulate, "list": cmd_list}[args.command](args)
+        return {"train": cmd_train, "simulate": cmd_simulate, "list": cmd_list, "certs": cmd_certs}[args.command](args)
     except FedclError as exc:
         print(f"fedcl: error: {exc}", file=sys.stderr)
         return 2

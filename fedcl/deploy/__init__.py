@@ -1,0 +1,1 @@
+"""Deployment helpers: TLS certificates and SuperNode keys for a real Flower federation."""
