@@ -83,6 +83,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     logit_mask: str = "current"
     device: str = "auto"
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 elsewhere), fp32, bf16, fp16
+    channels_last: bool | None = None  # null: on for CUDA
+    gpu_memory_fraction: float | None = None  # cap on this process's share of GPU memory
     num_threads: int | None = None
 
 
@@ -216,14 +219,17 @@ def _positive(cfg: RunConfig) -> None:
         "train.backbone_lr": cfg.train.backbone_lr > 0,
         "train.weight_decay": cfg.train.weight_decay >= 0,
         "train.num_threads": cfg.train.num_threads is None or cfg.train.num_threads >= 1,
+        "train.gpu_memory_fraction": cfg.train.gpu_memory_fraction is None or 0 < cfg.train.gpu_memory_fraction <= 1,
     }
     for key, ok in checks.items():
         if not ok:
-            low = 8 if key == "data.image_size" else 1
-            raise ConfigError(f"{key} must be {'positive' if key.startswith('train.') and 'lr' in key else f'at least {low}'}: got {_get(cfg, key)}")
+            need = {"data.image_size": "at least 8", "train.gpu_memory_fraction": "in (0, 1]"}.get(key)
+            need = need or ("positive" if key.startswith("train.") and "lr" in key else "at least 1")
+            raise ConfigError(f"{key} must be {need}: got {_get(cfg, key)}")
     choices = {
         "train.optimizer": ("adam", "sgd"),
         "train.logit_mask": LOGIT_MASKS,
+        "train.precision": ("auto", "fp32", "bf16", "fp16"),
         "data.scenario": SCENARIOS,
     }
     for key, allowed in choices.items():

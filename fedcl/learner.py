@@ -15,6 +15,7 @@ from fedcl.data.preprocessing import to_model_input
 from fedcl.data.scenarios import Benchmark, Experience
 from fedcl.methods.base import Batch, Method, Plugin
 from fedcl.model import ContinualModel
+from fedcl.precision import plan_execution, with_layout
 
 @dataclass
 class TrainSettings(TrainConfig):
@@ -50,7 +51,8 @@ class Learner:
         plugins: list[Plugin] | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.plan = plan_execution(self.device, settings.precision, settings.channels_last, settings.gpu_memory_fraction)
+        self.model = with_layout(model.to(self.device), self.plan)
         self.method = method
         self.settings = settings
         self.image_size = image_size
@@ -76,8 +78,8 @@ class Learner:
                 return torch.empty(0, self.model.backbone.feature_dim, device=self.device)
             return torch.cat(chunks)
 
-        with torch.inference_mode():
-            return self.cache.get(experience, compute).clone()
+        with torch.inference_mode(), self.plan.autocast():
+            return self.cache.get(experience, compute).float().clone()
 
     def _image_batches(self, experience: Experience, batch_size: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         n = len(experience)
@@ -85,7 +87,7 @@ class Learner:
         data = experience.data
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            images = to_model_input(data.images[idx], self.image_size, self.device)
+            images = self.plan.layout(to_model_input(data.images[idx], self.image_size, self.device))
             labels = data.labels[idx].to(self.device)
             yield images, labels, experience.task_ids_of(idx).to(self.device)
 
@@ -110,7 +112,7 @@ class Learner:
             if extra is None:
                 continue
             images, extra_labels, extra_ids = (t.to(self.device) for t in extra)
-            extra_inputs = to_model_input(images, self.image_size, self.device)
+            extra_inputs = self.plan.layout(to_model_input(images, self.image_size, self.device))
             if are_features:
                 with torch.no_grad():
                     extra_inputs = self.model.encode(extra_inputs, extra_ids)
@@ -156,25 +158,25 @@ class Learner:
             plugin.before_experience(self, experience)
         s = self.settings
         optimizer = self.make_optimizer()
+        scaler = self.plan.grad_scaler()
         mask = self.train_mask(experience)
         self.model.train()
         total_loss, seen, start = 0.0, 0, time.perf_counter()
         for _ in range(epochs if epochs is not None else s.epochs):
             for inputs, labels, ids, are_features in self.batches(experience, s.batch_size, shuffle=True):
                 inputs, labels, ids = self._with_replay(inputs, labels, ids, are_features)
-                features = inputs if are_features else self.model.encode(inputs, ids)
-                logits = self.model.head(features, ids).masked_fill(~mask, float("-inf"))
-                loss = F.cross_entropy(logits, labels)
-                batch = Batch(inputs, labels, ids, features, logits, are_features)
-                for plugin in self.plugins:
-                    extra = plugin.penalty(self, batch)
-                    if extra is not None:
-                        loss = loss + extra
+                with self.plan.autocast():
+                    features = inputs if are_features else self.model.encode(inputs, ids)
+                    logits = self.model.head(features, ids).float().masked_fill(~mask, float("-inf"))
+                    loss = F.cross_entropy(logits, labels)
+                    batch = Batch(inputs, labels, ids, features, logits, are_features)
+                    for plugin in self.plugins:
+                        extra = plugin.penalty(self, batch)
+                        if extra is not None:
+                            loss = loss + extra
                 if optimizer is not None and loss.requires_grad:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                self.model.head.observe(features.detach(), labels)
+                    self.plan.backward_step(loss, optimizer, scaler)
+                self.model.head.observe(features.detach().float(), labels)
                 total_loss += float(loss.detach()) * len(labels)
                 seen += len(labels)
         self.model.eval()
@@ -195,10 +197,9 @@ class Learner:
         correct = 0
         for inputs, labels, ids, are_features in self.batches(experience, self.settings.eval_batch_size, shuffle=False):
             task_ids = ids if self.task_ids_at_test else None
-            if are_features:
-                logits = self.model.head(inputs, task_ids)
-            else:
-                logits = self.model(inputs, task_ids)
+            with self.plan.autocast():
+                logits = self.model.head(inputs, task_ids) if are_features else self.model(inputs, task_ids)
+            logits = logits.float()
             correct += int((logits.masked_fill(~mask, float("-inf")).argmax(1) == labels).sum())
         return correct / max(len(experience), 1)
 

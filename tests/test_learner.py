@@ -101,3 +101,24 @@ def test_ncm_head_learns_without_gradient(lite0):
     matrix, _ = learner.fit(benchmark)
     assert matrix[-1].mean() > 0.5  # 4 classes, chance 0.25
     assert model.head.counts.sum() == 64
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_train_without_touching_the_backbone(lite0, precision):
+    _, benchmark, model, learner = setup(lite0, f"train.precision={precision}", "train.channels_last=true")
+    assert learner.plan.precision == precision and learner.plan.channels_last
+    assert (learner.plan.grad_scaler() is not None) == (precision == "fp16")
+    before = backbone_state(model)
+    head_before = copy.deepcopy(model.head.state_dict())
+    stats = learner.train_experience(benchmark.train_stream[0])
+    assert np.isfinite(stats["loss"])
+    assert changed(before, model) == set()
+    assert any(not torch.equal(v, model.head.state_dict()[k]) for k, v in head_before.items())
+    assert 0 <= learner.evaluate_experience(benchmark.test_stream[0]) <= 1
+
+
+def test_auto_precision_is_fp32_on_cpu():
+    from fedcl.precision import plan_execution
+
+    plan = plan_execution(torch.device("cpu"))
+    assert plan.precision == "fp32" and not plan.channels_last
