@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from fedcl.config import build_config
-from fedcl.federation.client_app import PLUGIN_STATE_PREFIX, build_client_app
+from flwr.clientapp import ClientApp
+
+from fedcl.federation.client_app import PLUGIN_STATE_PREFIX, build_client_app, handle_train
 from fedcl.federation.inline import FIRST_NODE_ID, run_inline
 from fedcl.federation.runtime import benchmark_for, build_learner, build_model, client_stream, schedule_for
 from fedcl.federation.server_app import build_server_app
@@ -116,3 +118,29 @@ def test_ncm_global_means_equal_count_weighted_client_means(tmp_path, lite0):
     expected = sums[seen] / counts[seen].unsqueeze(1)
     got = after["head.sums"][seen] / after["head.counts"][seen].unsqueeze(1)
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_a_node_with_its_own_data_root_trains_on_all_of_it(tmp_path, fmnist):
+    """--node-config data-root=...: that node trains on its own files, the others on their partitions."""
+    from fedcl.data.idx import write_idx
+
+    local = tmp_path / "node1-data"
+    local.mkdir()
+    for split, prefix, per_class in (("train", "train", 7), ("test", "t10k", 5)):
+        arrays = getattr(fmnist, split)
+        keep = torch.cat([(arrays.labels == c).nonzero().flatten()[:per_class] for c in range(10)])
+        write_idx(local / f"{prefix}-images-idx3-ubyte", arrays.images[keep, 0].numpy())
+        write_idx(local / f"{prefix}-labels-idx1-ubyte", arrays.labels[keep].numpy().astype("uint8"))
+    cfg = config("federation.rounds_per_task=1")
+    seen_examples = {}
+    app = ClientApp()
+
+    @app.train()  # the real handler, recording what each node trained on
+    def spy(msg, context):
+        reply = handle_train(cfg, msg, context)
+        seen_examples.setdefault(int(context.node_config["partition-id"]), []).append(int(reply.content["metrics"]["num-examples"]))
+        return reply
+
+    run_inline(build_server_app(cfg, tmp_path / "out"), app, 3, node_configs=[{}, {"data-root": str(local)}, {}])
+    assert seen_examples[1] == [7 * 2, 7 * 2]  # 2 classes per task, all 7 local samples of each, both rounds
+    assert all(sum(v) > 0 for v in seen_examples.values())

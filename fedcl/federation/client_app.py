@@ -14,7 +14,7 @@ from fedcl.federation.app_config import resolve_config
 from fedcl.federation.codec import decode, encode
 from fedcl.federation.profiles import client_profile, is_unavailable
 from fedcl.federation.runtime import (
-    benchmark_for, build_learner, build_model, derived_seed, limit_threads, load_state, schedule_for, seen_tasks, training_experience,
+    benchmark_for, build_learner, with_local_data, build_model, derived_seed, limit_threads, load_state, schedule_for, seen_tasks, training_experience,
 )
 from fedcl.federation.settings import FedRunConfig
 from fedcl.learner import Learner
@@ -24,10 +24,17 @@ PLUGIN_STATE_PREFIX = "fedcl-plugin-"
 
 
 def partition_id(context: Context) -> int:
+    """The client's index: its partition of the shared dataset, its task schedule and its device profile."""
     try:
         return int(context.node_config["partition-id"])
     except KeyError:
         raise ValueError("node config has no 'partition-id' (pass --node-config 'partition-id=N num-partitions=M')") from None
+
+
+def data_root(context: Context) -> str | None:
+    """``--node-config 'data-root="/data/cam"'``: the node trains on its own dataset there (same layout as data.root)."""
+    root = context.node_config.get("data-root")
+    return str(root) if root else None
 
 
 def _reply(msg: Message, metrics: dict, arrays=None) -> Message:
@@ -37,10 +44,10 @@ def _reply(msg: Message, metrics: dict, arrays=None) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_round: int):
+def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_round: int, root: str | None = None):
     """The received global model in a learner that knows the tasks this client has seen."""
     limit_threads(cfg)
-    benchmark = benchmark_for(cfg)
+    benchmark = benchmark_for(with_local_data(cfg, root))
     model, method = build_model(cfg, benchmark)
     # the learner first: its method unfreezes what it trains, which decides what the model exchanges
     learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
@@ -70,13 +77,14 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
     pid = partition_id(context)
     server_round = int(msg.content["config"]["server-round"])
     task = schedule_for(cfg).task(pid, server_round)
-    experience = training_experience(cfg, pid, task)
+    root = data_root(context)
+    experience = training_experience(cfg, pid, task, root)
     profile = client_profile(cfg.federation.device_profiles, pid, cfg.seed)
     base = {"partition-id": pid, "task": task, "num-examples": 0, "train-time-s": 0.0, "loss": 0.0}
     if is_unavailable(profile, pid, server_round, cfg.seed) or len(experience) == 0:
         return _reply(msg, {**base, "unavailable": int(len(experience) > 0)})
 
-    benchmark, model, learner, seen = _global_model_learner(cfg, msg, pid, server_round)
+    benchmark, model, learner, seen = _global_model_learner(cfg, msg, pid, server_round, root)
     restore_plugin_state(learner, context)
     stats = learner.train_experience(experience)
     save_plugin_state(learner, context)
@@ -106,7 +114,7 @@ def handle_evaluate(cfg: FedRunConfig, msg: Message, context: Context) -> Messag
     """Local view: accuracy of the global model on the test data of the tasks this client has seen."""
     pid = partition_id(context)
     server_round = int(msg.content["config"]["server-round"])
-    benchmark, _, learner, seen = _global_model_learner(cfg, msg, pid, server_round)
+    benchmark, _, learner, seen = _global_model_learner(cfg, msg, pid, server_round, data_root(context))
     tests = [benchmark.test_stream[t] for t in seen]
     accs = learner.evaluate(tests)
     n = sum(len(e) for e in tests)

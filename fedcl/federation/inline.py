@@ -29,11 +29,14 @@ FIRST_NODE_ID = 1_000
 
 
 class InlineGrid(Grid):
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1, run_config: dict | None = None) -> None:
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1, run_config: dict | None = None,
+                 node_configs: list[dict] | None = None) -> None:
         self.client_app = client_app
         self._run = Run.create_empty(run_id)
+        extra = node_configs or [{} for _ in range(num_nodes)]
         self.contexts = {
-            FIRST_NODE_ID + i: Context(run_id, FIRST_NODE_ID + i, {"partition-id": i, "num-partitions": num_nodes}, RecordDict(), dict(run_config or {}))
+            FIRST_NODE_ID + i: Context(run_id, FIRST_NODE_ID + i, {"partition-id": i, "num-partitions": num_nodes, **extra[i]},
+                                       RecordDict(), dict(run_config or {}))
             for i in range(num_nodes)
         }
         self._replies: dict[str, Message] = {}
@@ -92,9 +95,11 @@ def over_the_wire(msg: Message) -> Message:
     return received
 
 
-def run_inline(server_app, client_app: ClientApp, num_nodes: int, run_config: dict | None = None) -> InlineGrid:
-    """Run a ServerApp against ``num_nodes`` in-process ClientApps; returns the grid (its contexts hold client state)."""
-    grid = InlineGrid(client_app, num_nodes, run_config=run_config)
+def run_inline(server_app, client_app: ClientApp, num_nodes: int, run_config: dict | None = None,
+               node_configs: list[dict] | None = None) -> InlineGrid:
+    """Run a ServerApp against ``num_nodes`` in-process ClientApps; returns the grid (its contexts hold client state).
+    ``node_configs`` adds per-node settings, as ``--node-config`` does on a SuperNode."""
+    grid = InlineGrid(client_app, num_nodes, run_config=run_config, node_configs=node_configs)
     saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = grid.run.run_id, SUPERLINK_NODE_ID, 0
     try:

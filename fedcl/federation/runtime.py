@@ -65,18 +65,29 @@ def trains_jointly(cfg: FedRunConfig) -> bool:
     return "joint" in cfg.method.plugins
 
 
+def with_local_data(cfg: FedRunConfig, data_root: str | None) -> FedRunConfig:
+    """The config as a SuperNode with its own dataset at ``data_root`` sees it."""
+    if not data_root:
+        return cfg
+    local = copy.deepcopy(cfg)
+    local.data.root = data_root
+    local.data.download = False
+    return local
+
+
 @functools.lru_cache(maxsize=256)
-def _training_experience(key: str, partition_id: int, task: int) -> Experience:
+def _training_experience(key: str, partition_id: int, task: int, data_root: str | None) -> Experience:
     cfg = _cfg_from(json.loads(key))
-    stream = client_stream(cfg, partition_id)
+    # a node with its own data trains on all of it; otherwise on its partition of the shared dataset
+    stream = benchmark_for(with_local_data(cfg, data_root)).train_stream if data_root else client_stream(cfg, partition_id)
     for plugin in make_plugins(cfg):
         stream = plugin.reshape_stream(stream)
     return stream[task] if len(stream) == cfg.data.num_tasks else stream[-1]
 
 
-def training_experience(cfg: FedRunConfig, partition_id: int, task: int) -> Experience:
+def training_experience(cfg: FedRunConfig, partition_id: int, task: int, data_root: str | None = None) -> Experience:
     """What a client trains on in a round of ``task`` (its merged data under joint training)."""
-    return _training_experience(_key(cfg, "seed", "data", "federation", "method"), partition_id, task)
+    return _training_experience(_key(cfg, "seed", "data", "federation", "method"), partition_id, task, data_root)
 
 
 def seen_tasks(cfg: FedRunConfig, partition_id: int, server_round: int) -> list[int]:
