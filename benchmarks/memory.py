@@ -1,0 +1,77 @@
+"""Peak training memory: input tuning vs full fine-tuning at the same batch, and resident memory
+of a simulation as the number of clients grows (the backbone is built once per process, not per client).
+
+    .venv/bin/python benchmarks/memory.py [--image-size 64] [--batch-size 32]
+
+Each measurement runs in a fresh process. On the CPU, training memory is the peak resident set
+size during one epoch minus the resident size just before it; on CUDA it is the peak allocated
+GPU memory during the epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+
+CHILD_TRAIN = r"""
+import copy, json, resource, sys, torch
+from fedcl.config import build_config
+from fedcl.factory import make_benchmark, make_learner, make_method, make_model, resolve_device
+method, size, batch, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+cfg = build_config("default", None, [f"method.name={method}", f"data.image_size={size}", "data.num_tasks=1",
+                                     "data.classes_per_task=10", f"data.max_train_per_class={batch // 10 * 4}",
+                                     f"train.batch_size={batch}", f"train.device={device}", "train.epochs=1"])
+dev = resolve_device(cfg.train.device)
+bench = make_benchmark(cfg); m = make_method(cfg); model = make_model(cfg, bench, m)
+learner = make_learner(cfg, model, m, bench, dev)
+learner.cache = None  # measure training itself, not a feature cache
+def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+before = rss()
+if dev.type == "cuda":
+    torch.cuda.reset_peak_memory_stats(dev); base = torch.cuda.memory_allocated(dev)
+learner.train_experience(bench.train_stream[0])
+peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == "cuda" else rss() - before
+print(json.dumps({"method": method, "training_mb": peak, "process_peak_mb": rss()}))
+"""
+
+CHILD_SIM = r"""
+import json, resource, sys
+from fedcl.config import build_config
+from fedcl.federation.settings import FedRunConfig
+from fedcl.federation.simulation import run_federated
+n = int(sys.argv[1])
+cfg = build_config("fedsmoke", None, ["federation.backend=inline", f"federation.num_clients={n}", "data.max_train_per_class=60",
+                                      "federation.evaluate_clients=false", "federation.partition=iid"], schema=FedRunConfig)
+r = run_federated(cfg, sys.argv[2], quiet=True)
+print(json.dumps({"clients": n, "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def child(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clients", default="2,10,30")
+    args = parser.parse_args()
+    rows = {m: child(CHILD_TRAIN, m, str(args.image_size), str(args.batch_size), args.device) for m in ("input_tuning", "finetune")}
+    for m, r in rows.items():
+        print(f"{m:14s} training memory {r['training_mb']:8.1f} MB (process peak {r['process_peak_mb']:.0f} MB)")
+    print(f"input tuning / full fine-tuning: {rows['input_tuning']['training_mb'] / rows['finetune']['training_mb']:.2f} "
+          f"({args.image_size} px, batch {args.batch_size}, {args.device})")
+    print("simulation process (inline backend: server + all clients in one process):")
+    for n in args.clients.split(","):
+        r = child(CHILD_SIM, n, f"/tmp/fedcl-memory-{n}")
+        print(f"  {r['clients']:4d} clients: peak resident {r['process_peak_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

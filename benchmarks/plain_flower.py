@@ -1,0 +1,78 @@
+"""What a user would write otherwise: a plain Flower app (the quickstart way) that fine-tunes the whole
+EfficientNet-Lite0 on each client, rebuilding the model in every call and exchanging all weights.
+
+Used by ``benchmarks/vs_plain_flower.py``; clients use fedcl's partitions, so both see the same data.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from fedcl.data.preprocessing import to_model_input
+from fedcl.federation.accounting import message_bytes
+
+
+class Net(torch.nn.Module):
+    """Backbone + linear head, built from scratch (weights loaded from disk) on every call."""
+
+    def __init__(self, num_classes: int, image_size: int) -> None:
+        super().__init__()
+        from fedcl.backbones import create_backbone
+
+        backbone = create_backbone("efficientnet_lite0", image_size=image_size)
+        self.features = backbone.model
+        self.register_buffer("mean", backbone.mean)
+        self.register_buffer("std", backbone.std)
+        for p in self.features.parameters():
+            p.requires_grad_(True)
+        self.fc = torch.nn.Linear(backbone.feature_dim, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features((x - self.mean) / self.std))
+
+
+def build_apps(cfg, rounds: int, timings: dict):
+    from fedcl.federation.runtime import benchmark_for, client_stream, schedule_for
+
+    client = ClientApp()
+
+    @client.train()
+    def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(max(1, int(cfg.federation.client_num_cpus)))
+        pid = int(context.node_config["partition-id"])
+        server_round = int(msg.content["config"]["server-round"])
+        experience = client_stream(cfg, pid)[schedule_for(cfg).task(pid, server_round)]
+        model = Net(benchmark_for(cfg).num_classes, cfg.data.image_size)
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.backbone_lr)
+        order = torch.randperm(len(experience))
+        for start in range(0, len(experience), cfg.train.batch_size):
+            idx = order[start : start + cfg.train.batch_size]
+            x = to_model_input(experience.data.images[idx], cfg.data.image_size, "cpu")
+            loss = F.cross_entropy(model(x), experience.data.labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord({"num-examples": max(1, len(experience))})}),
+                       reply_to=msg)
+
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        initial = ArrayRecord(Net(benchmark_for(cfg).num_classes, cfg.data.image_size).state_dict())
+        timings["bytes_per_message"] = message_bytes(initial)
+        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=cfg.federation.num_clients)
+        start = time.perf_counter()
+        strategy.start(grid, initial, num_rounds=rounds, train_config=ConfigRecord({}))
+        timings["seconds"] = time.perf_counter() - start
+
+    return server, client
