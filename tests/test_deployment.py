@@ -48,6 +48,8 @@ def test_two_rounds_over_tls_return_results(federation, tmp_path):
         for up in row["per_client_up"].values():  # each reply carries the lightweight state plus a few kB of metrics
             assert r["trainable_bytes"] <= up <= r["trainable_bytes"] + 8_000
     assert (out / "global_model.safetensors").exists()
+    # the headline figures reach whoever started the run, through the streamed ServerApp log
+    assert f'"final_avg_accuracy": {round(r["final_avg_accuracy"], 4)}' in proc.stdout + proc.stderr
 
 
 def test_certs_command_writes_a_ca_server_certificate_and_node_keys(tmp_path):

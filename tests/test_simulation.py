@@ -89,3 +89,15 @@ def test_same_seed_same_results_on_an_existing_ray_cluster(run, tmp_path):
     messages = sum(len(row["per_client_up"]) for row in first["communication"]["per_round"])
     for key in ("bytes_up", "bytes_down"):
         assert abs(second["communication"][key] - first["communication"][key]) <= 8 * messages
+
+
+def test_inline_backend_matches_ray(run, tmp_path):
+    """The in-process backend runs the same apps: same seed, same accuracies as on Ray."""
+    from fedcl.federation.simulation import run_federated
+
+    cfg, ray_results = run
+    cfg_inline = build_config("fedsmoke", None, OVERRIDES + ["federation.backend=inline"], schema=FedRunConfig)
+    inline = run_federated(cfg_inline, tmp_path / "inline", quiet=True)
+    assert inline["accuracy_matrix"] == ray_results["accuracy_matrix"]
+    assert inline["per_client"]["accuracy"] == ray_results["per_client"]["accuracy"]
+    assert inline["trainable_bytes"] == ray_results["trainable_bytes"]

@@ -3,12 +3,15 @@ on every task's test data, and writes ``results.json``."""
 
 from __future__ import annotations
 
+import json
 import time
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedcl.errors import FedclError
@@ -111,6 +114,13 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str,
     return results, strategy.global_state
 
 
+def headline(results: dict[str, Any], path: Path) -> dict[str, Any]:
+    c = results["communication"]
+    return {"results": str(path.resolve()), "final_avg_accuracy": round(results["final_avg_accuracy"], 4),
+            "avg_forgetting": round(results["avg_forgetting"], 4), "rounds": results["rounds"], "num_clients": results["num_clients"],
+            "bytes_up": c["bytes_up"], "bytes_down": c["bytes_down"], "rejected_updates": len(results["rejected_updates"])}
+
+
 def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None = None) -> ServerApp:
     """A ServerApp bound to ``cfg``, or reading the run config when ``cfg`` is None (``flwr run``)."""
     app = ServerApp()
@@ -120,8 +130,10 @@ def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None
         resolved = resolve_config(cfg, context)
         out = Path(out_dir or context.run_config.get("out-dir") or "runs/federated")
         results, final_state = run_server(resolved, grid)
-        write_results(results, out)
+        path = write_results(results, out)
         save_state(final_state, out / GLOBAL_MODEL_FILE)
+        # the ServerApp's log reaches whoever started the run (`flwr run --stream`, `flwr log <run-id>`)
+        log(INFO, "fedcl results: %s", json.dumps(headline(results, path)))
 
     return app
 
