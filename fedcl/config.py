@@ -117,6 +117,11 @@ class FederationConfig:
     fraction_train: float = 1.0
     min_available_nodes: int = 0  # 0 -> num_clients
     quantization: str = "none"
+    aggregation: str = "weighted"  # weighted (class/task-aware FedAvg), median, trimmed_mean, krum
+    trim_fraction: float = 0.2  # trimmed_mean: share of clients cut at each end, per coordinate
+    krum_byzantine: int = 1  # krum: how many malicious clients to tolerate
+    max_update_norm: float | None = None  # refuse updates that move the state further than this (L2)
+    fault_rate: float = 0.0  # injected: probability that a client crashes in a round (robustness experiments)
     device_profiles: list[str] = field(default_factory=lambda: ["jetson_nano", "raspberry_pi_4", "phone", "laptop"])
     backend: str = "ray"  # "ray": Flower's simulation engine; "inline": every client in this process, one after another
     client_num_cpus: float = 1.0

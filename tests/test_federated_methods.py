@@ -144,3 +144,13 @@ def test_a_node_with_its_own_data_root_trains_on_all_of_it(tmp_path, fmnist):
     run_inline(build_server_app(cfg, tmp_path / "out"), app, 3, node_configs=[{}, {"data-root": str(local)}, {}])
     assert seen_examples[1] == [7 * 2, 7 * 2]  # 2 classes per task, all 7 local samples of each, both rounds
     assert all(sum(v) > 0 for v in seen_examples.values())
+
+
+def test_a_run_with_crashing_clients_completes_and_reports_failures(tmp_path):
+    cfg = config("federation.num_clients=5", "federation.fault_rate=0.4", "federation.evaluate_clients=false")
+    results = run_federated(cfg, tmp_path, quiet=True)
+    rows = results["communication"]["per_round"]
+    failed = [row["clients_failed"] for row in rows]
+    assert sum(failed) >= 3 and all(f + row["clients_trained"] <= 5 for f, row in zip(failed, rows))
+    assert sum(1 for r in results["rejected_updates"] if "crashed" in r) == sum(failed)
+    assert results["final_avg_accuracy"] > 0.35

@@ -94,3 +94,48 @@ def test_fedadam_server_step_replaces_plain_averaging():
     s.aggregate_train(1, [reply(sent[0], 0, 1.0, [1, 1, 1, 1])])
     # plain averaging would jump to 1.0; Adam's first step moves by ~lr in the direction of the average
     assert torch.allclose(s.global_state["transform.delta"], torch.full((5,), 0.5), atol=1e-3)
+
+
+def _honest_and_malicious(s, malicious_state):
+    sent = list(s.configure_train(1, None, ConfigRecord(), FakeGrid([1, 2, 3, 4, 5])))
+    replies = [reply(sent[i], i, 1.0 + 0.1 * i, [2, 2, 2, 2]) for i in range(4)]
+    replies.append(reply(sent[4], 4, 0.0, [2, 2, 2, 2], state=malicious_state))
+    return replies
+
+
+@pytest.mark.parametrize("method", ["median", "trimmed_mean", "krum"])
+def test_robust_aggregation_ignores_one_huge_update(method):
+    s = strategy(**{"federation.aggregation": method})
+    huge = {"head.fc.weight": torch.full((4, 3), 1e6), "head.fc.bias": torch.full((4,), 1e6), "transform.delta": torch.full((5,), 1e6)}
+    s.aggregate_train(1, _honest_and_malicious(s, huge))
+    assert s.rejected == []  # accepted, but outvoted
+    assert all(float(v.abs().max()) < 2.0 for v in s.global_state.values())
+    weighted = strategy()
+    weighted.aggregate_train(1, _honest_and_malicious(weighted, huge))
+    assert float(weighted.global_state["transform.delta"].max()) > 1e5  # plain averaging is dragged away
+
+
+def test_norm_bound_refuses_large_updates_and_names_the_client():
+    s = strategy(**{"federation.max_update_norm": 10.0})
+    huge = {"head.fc.weight": torch.full((4, 3), 50.0), "head.fc.bias": torch.zeros(4), "transform.delta": torch.zeros(5)}
+    s.aggregate_train(1, _honest_and_malicious(s, huge))
+    assert len(s.rejected) == 1 and "client 4" in s.rejected[0] and "exceeds federation.max_update_norm=10" in s.rejected[0]
+    assert float(s.global_state["head.fc.weight"].max()) < 2.0
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ({"head.fc.weight": torch.full((4, 3), float("nan"))}, "NaN or infinite"),
+    ({"head.fc.weight": torch.full((4, 3), float("inf"))}, "NaN or infinite"),
+    ({"head.fc.weight": torch.zeros(3, 4)}, "has shape (3, 4)"),
+    ({"head.fc.weight": torch.zeros(4, 3, dtype=torch.float64)}, "has dtype float64, the model expects float32"),
+    ({"head.fc.weight": torch.zeros(4, 3, dtype=torch.int64)}, "has dtype int64"),
+    ({"backbone.model.conv_stem.weight": torch.zeros(3)}, "unexpected ['backbone.model.conv_stem.weight']"),
+])
+def test_malformed_updates_are_refused_with_the_reason(bad, reason):
+    s = strategy()
+    good = {"head.fc.weight": torch.ones(4, 3), "head.fc.bias": torch.ones(4), "transform.delta": torch.ones(5)}
+    sent = list(s.configure_train(1, None, ConfigRecord(), FakeGrid([1, 2])))
+    s.aggregate_train(1, [reply(sent[0], 0, 1.0, [1, 1, 1, 1]), reply(sent[1], 1, 0.0, [1, 1, 1, 1], state={**good, **bad})])
+    assert len(s.rejected) == 1 and reason in s.rejected[0], s.rejected
+    assert all(torch.isfinite(v).all() for v in s.global_state.values())
+    assert torch.allclose(s.global_state["transform.delta"], torch.ones(5))  # only the good client counted

@@ -77,3 +77,47 @@ class ServerAdam:
             self.m[key], self.v[key] = m, v
             out[key] = g + lr * m / (v.sqrt() + self.tau)
         return out
+
+
+ROBUST = ("median", "trimmed_mean", "krum")
+
+
+def update_norm(state: dict[str, torch.Tensor], global_state: dict[str, torch.Tensor], kinds: dict[str, str]) -> float:
+    """L2 norm of a client's change to the float, averaged parts of the state (sufficient statistics excluded)."""
+    total = 0.0
+    for key, g in global_state.items():
+        if g.is_floating_point() and kinds.get(key) != "sum":
+            total += float((state[key].double() - g.double()).pow(2).sum())
+    return total**0.5
+
+
+def _krum_choice(updates: list[ClientUpdate], keys: list[str], byzantine: int) -> int:
+    """Index of the update with the smallest summed squared distance to its n - f - 2 nearest others."""
+    flat = torch.stack([torch.cat([u.state[k].double().flatten() for k in keys]) for u in updates])
+    dist = torch.cdist(flat, flat).pow(2)
+    closest = max(1, len(updates) - byzantine - 2)
+    scores = [float(dist[i][torch.arange(len(updates)) != i].sort().values[:closest].sum()) for i in range(len(updates))]
+    return min(range(len(updates)), key=scores.__getitem__)
+
+
+def robust_aggregate(global_state: dict[str, torch.Tensor], updates: list[ClientUpdate], kinds: dict[str, str],
+                     method: str, trim_fraction: float = 0.2, byzantine: int = 1) -> dict[str, torch.Tensor]:
+    """Coordinate-wise median, trimmed mean, or Krum of the float, averaged parts; sufficient statistics
+    ('sum' kinds, e.g. NCM) and integer buffers are still combined by :func:`aggregate`."""
+    out = aggregate(global_state, updates, kinds)
+    keys = [k for k, g in global_state.items() if g.is_floating_point() and kinds.get(k) != "sum"]
+    if not updates or not keys:
+        return out
+    if method == "krum":
+        chosen = updates[_krum_choice(updates, keys, byzantine)]
+        return {**out, **{k: chosen.state[k].to(global_state[k].dtype).clone() for k in keys}}
+    for key in keys:
+        stacked = torch.stack([u.state[key].double() for u in updates])
+        if method == "median":
+            value = stacked.median(dim=0).values
+        else:
+            cut = int(trim_fraction * len(updates))
+            ordered = stacked.sort(dim=0).values
+            value = ordered[cut : len(updates) - cut].mean(dim=0)
+        out[key] = value.to(global_state[key].dtype)
+    return out

@@ -6,6 +6,8 @@ Each call is ephemeral; the frozen backbone and the data live in the worker
 
 from __future__ import annotations
 
+import random
+
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -58,6 +60,15 @@ def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_roun
     return benchmark, model, learner, seen
 
 
+class InjectedFault(RuntimeError):
+    """A crash injected by ``federation.fault_rate`` (robustness experiments)."""
+
+
+def injected_fault(cfg: FedRunConfig, pid: int, server_round: int) -> bool:
+    rate = cfg.federation.fault_rate
+    return rate > 0 and random.Random(f"{cfg.seed}-fault-{pid}-{server_round}").random() < rate
+
+
 def restore_plugin_state(learner: Learner, context: Context) -> None:
     """Plugins' state from earlier rounds (replay buffer, Fisher information, old model)."""
     for plugin in learner.plugins:
@@ -80,6 +91,8 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
     root = data_root(context)
     experience = training_experience(cfg, pid, task, root)
     profile = client_profile(cfg.federation.device_profiles, pid, cfg.seed)
+    if injected_fault(cfg, pid, server_round):
+        raise InjectedFault(f"client {pid} crashed in round {server_round} (federation.fault_rate={cfg.federation.fault_rate})")
     base = {"partition-id": pid, "task": task, "num-examples": 0, "train-time-s": 0.0, "loss": 0.0}
     if is_unavailable(profile, pid, server_round, cfg.seed) or len(experience) == 0:
         return _reply(msg, {**base, "unavailable": int(len(experience) > 0)})

@@ -14,6 +14,10 @@ from flwr.app import Array, ArrayRecord
 from fedcl.errors import FedclError
 
 QPARAMS = "::qparams"
+#: dtypes a tensor may travel as, by the model's dtype (float32 may be quantised to fp16 or int8 codes)
+_WIRE_DTYPES = {torch.float32: (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.int8))}
+_NUMPY_OF = {torch.float64: np.dtype(np.float64), torch.float16: np.dtype(np.float16), torch.int64: np.dtype(np.int64),
+             torch.int32: np.dtype(np.int32), torch.uint8: np.dtype(np.uint8), torch.bool: np.dtype(np.bool_)}
 
 
 class BadUpdateError(FedclError):
@@ -51,6 +55,9 @@ def decode(record: ArrayRecord, reference: dict[str, torch.Tensor], source: str 
             lo, scale = record[key + QPARAMS].numpy().astype(np.float64)
             x = ((x.astype(np.float64) + 128) * scale + lo).astype(np.float32)
         ref = reference[key]
+        allowed = _WIRE_DTYPES.get(ref.dtype, (_NUMPY_OF.get(ref.dtype),))
+        if record[key].numpy().dtype not in allowed or (record[key].numpy().dtype == np.int8 and key + QPARAMS not in record and ref.is_floating_point()):
+            raise BadUpdateError(f"{source}: '{key}' has dtype {record[key].numpy().dtype}, the model expects {str(ref.dtype).replace('torch.', '')}")
         if tuple(x.shape) != tuple(ref.shape):
             raise BadUpdateError(f"{source}: '{key}' has shape {tuple(x.shape)}, the model expects {tuple(ref.shape)}")
         t = torch.from_numpy(np.array(x)).to(ref.dtype)

@@ -12,6 +12,7 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam")
 QUANTIZATIONS = ("none", "fp16", "int8")
 TASK_ORDERS = ("shared", "per_client")
 BACKENDS = ("ray", "inline")
+AGGREGATIONS = ("weighted", "median", "trimmed_mean", "krum")
 
 
 def check_federation(cfg: FedRunConfig) -> None:
@@ -24,6 +25,10 @@ def check_federation(cfg: FedRunConfig) -> None:
         ("shards_per_client", f.shards_per_client >= 1, "at least 1"),
         ("boundary_jitter", f.boundary_jitter >= 0, "at least 0"),
         ("client_eval_every", f.client_eval_every >= 0, "at least 0"),
+        ("trim_fraction", 0 <= f.trim_fraction < 0.5, "in [0, 0.5)"),
+        ("krum_byzantine", f.krum_byzantine >= 0, "at least 0"),
+        ("max_update_norm", f.max_update_norm is None or f.max_update_norm > 0, "positive"),
+        ("fault_rate", 0 <= f.fault_rate < 1, "in [0, 1)"),
         ("proximal_mu", f.proximal_mu >= 0, "at least 0"),
         ("server_lr", f.server_lr > 0, "positive"),
         ("fraction_train", 0 < f.fraction_train <= 1, "in (0, 1]"),
@@ -33,7 +38,7 @@ def check_federation(cfg: FedRunConfig) -> None:
     ]:
         if not ok:
             raise ConfigError(f"federation.{key} must be {need}: got {getattr(f, key)}")
-    for key, allowed in [("partition", PARTITIONS), ("strategy", STRATEGIES), ("quantization", QUANTIZATIONS), ("task_order", TASK_ORDERS), ("backend", BACKENDS)]:
+    for key, allowed in [("partition", PARTITIONS), ("strategy", STRATEGIES), ("quantization", QUANTIZATIONS), ("task_order", TASK_ORDERS), ("backend", BACKENDS), ("aggregation", AGGREGATIONS)]:
         if getattr(f, key) not in allowed:
             raise ConfigError(f"federation.{key} must be one of {', '.join(allowed)}: got {getattr(f, key)!r}")
     if f.min_available_nodes > f.num_clients:

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedcl.federation.accounting import ByteLedger, message_bytes
-from fedcl.federation.aggregation import ClientUpdate, ServerAdam, aggregate
+from fedcl.federation.aggregation import ClientUpdate, ServerAdam, aggregate, robust_aggregate, update_norm
 from fedcl.federation.codec import BadUpdateError, decode, encode
 from fedcl.federation.profiles import client_profile, simulated_client_time
 from fedcl.federation.settings import FedRunConfig
@@ -77,11 +77,12 @@ class FedCLStrategy(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates: list[ClientUpdate] = []
-        sim_times, losses, trained, compute_s = [], [], 0, 0.0
+        sim_times, losses, trained, compute_s, failed = [], [], 0, 0.0, 0
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
-                self._reject(f"round {server_round} node {node}: client error: {msg.error.reason}")
+                self._reject(f"round {server_round} node {node}: client error: {msg.error.reason.splitlines()[0]}")
+                failed += 1
                 continue
             metrics = msg.content.metric_records.get("metrics")
             if metrics is None or "partition-id" not in metrics:
@@ -106,19 +107,28 @@ class FedCLStrategy(FedAvg):
             except (BadUpdateError, KeyError) as exc:
                 self._reject(str(exc) if isinstance(exc, BadUpdateError) else f"client {pid} (round {server_round}): no 'arrays'")
                 continue
+            bound = self.cfg.federation.max_update_norm
+            if bound is not None and (norm := update_norm(state, self.global_state, self.kinds)) > bound:
+                self._reject(f"client {pid} (round {server_round}): update norm {norm:.3g} exceeds federation.max_update_norm={bound:g}")
+                continue
             updates.append(ClientUpdate(state, int(metrics["num-examples"]), list(metrics["class-counts"]), list(metrics["task-examples"])))
             profile = client_profile(self.cfg.federation.device_profiles, pid, self.cfg.seed)
             sim_times.append(simulated_client_time(profile, float(metrics["train-time-s"]), down, up))
             losses.append(float(metrics["loss"]) * int(metrics["num-examples"]))
             compute_s += float(metrics["train-time-s"])
             trained += int(metrics["num-examples"])
-        averaged = aggregate(self.global_state, updates, self.kinds)
+        f = self.cfg.federation
+        if f.aggregation == "weighted":
+            averaged = aggregate(self.global_state, updates, self.kinds)
+        else:
+            averaged = robust_aggregate(self.global_state, updates, self.kinds, f.aggregation, f.trim_fraction, f.krum_byzantine)
         if self.server_opt is not None and updates:
             averaged = self.server_opt.step(self.global_state, averaged, self.kinds)
         self.global_state = averaged
         self.round_stats[server_round] = {
             "round": server_round,
             "clients_trained": len(updates),
+            "clients_failed": failed,
             "num_examples": trained,
             "train_loss": sum(losses) / trained if trained else None,
             "client_train_time_s": round(compute_s, 3),  # summed over the clients that trained
