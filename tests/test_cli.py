@@ -13,7 +13,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def fedcl(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "fedcl", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fedcl", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=900)
 
 
 def test_smoke_preset_end_to_end(tmp_path):

@@ -55,7 +55,7 @@ def superlink(tmp_path_factory):
 def flwr_run(env, run_config: str, supernodes: int):
     return subprocess.run([str(BIN / "flwr"), "run", ".", "fedcl-test", "--run-config", run_config,
                            "--federation-config", f"num-supernodes={supernodes}", "--stream"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_flwr_run_produces_results(superlink, tmp_path):
