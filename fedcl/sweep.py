@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedcl.config import build_config
+from fedcl.config import build_config, config_from_dict
 from fedcl.errors import ConfigError
 from fedcl.federation.settings import FedRunConfig
 
@@ -139,8 +139,10 @@ def _done(cfg: FedRunConfig, out: Path) -> bool:
     if not path.exists():
         return False
     try:
-        return json.loads(path.read_text()).get("config") == cfg.to_dict()
-    except (json.JSONDecodeError, OSError):
+        stored = json.loads(path.read_text()).get("config")
+        # settings added to fedcl since that run take their defaults, so older results still count
+        return config_from_dict(stored, FedRunConfig).to_dict() == cfg.to_dict()
+    except (json.JSONDecodeError, OSError, ConfigError, TypeError):
         return False
 
 
