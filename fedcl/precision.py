@@ -63,6 +63,3 @@ def plan_execution(device: torch.device, precision: str = "auto", channels_last:
 
 def with_layout(model: torch.nn.Module, plan: ExecutionPlan) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last) if plan.channels_last else model
-
-
-

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,20 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from fedcl.deploy.local import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def superlink(tmp_path_factory):
     home = tmp_path_factory.mktemp("flwr-home")
-    port = _free_port()
+    port = free_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "fedcl-test"\n\n[superlink.fedcl-test]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
     )
@@ -35,13 +30,7 @@ def superlink(tmp_path_factory):
                              "--disable-runtime-dependency-installation", "--database", str(home / "state.db")],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=home)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, (home / "superlink.log").read_text()
-            time.sleep(0.5)
+        wait_for_port(port, proc, home / "superlink.log")
         yield env
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the SuperLink and the SuperExec/ServerApp processes it started

@@ -1,6 +1,5 @@
 """Real federated runs on Flower's Ray simulation engine (3 clients, 32 px, a few samples)."""
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedcl.config import build_config
+from fedcl.deploy.local import free_port
 from fedcl.federation.runtime import schedule_for
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_ray_simulation
@@ -64,16 +64,10 @@ def test_per_client_task_schedule_is_honoured(run):
     assert len(starts) > 1, "the fixture should exercise clients switching tasks at different rounds"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_same_seed_same_results_on_an_existing_ray_cluster(run, tmp_path):
     cfg, first = run
     ray = str(Path(sys.executable).parent / "ray")
-    port = _free_port()
+    port = free_port()
     started = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                               "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
     try:
