@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train)
     simulate = sub.add_parser("simulate", help="federated continual learning on Flower's Ray simulation engine (default preset: federated)")
     _add_config_args(simulate)
+    simulate.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output folder (same config)")
     sub.add_parser("list", help="list presets and registered backbones, transforms, heads, methods, plugins, datasets")
     certs = sub.add_parser("certs", help="create a CA, a SuperLink TLS certificate and SuperNode authentication keys")
     certs.add_argument("--out", default="certificates", help="output folder (default: certificates)")
@@ -63,7 +64,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fedcl.federation.simulation import run_federated
 
     args.preset = args.preset or (None if args.config else "federated")
-    cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
+    overrides = args.overrides + (["federation.resume=true"] if args.resume else [])
+    cfg = build_config(args.preset, args.config, overrides, schema=FedRunConfig)
     out = Path(args.out or _default_out(args))
     results = run_federated(cfg, out, quiet=args.quiet)
     if not args.quiet:

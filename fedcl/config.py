@@ -121,12 +121,21 @@ class FederationConfig:
     trim_fraction: float = 0.2  # trimmed_mean: share of clients cut at each end, per coordinate
     krum_byzantine: int = 1  # krum: how many malicious clients to tolerate
     max_update_norm: float | None = None  # refuse updates that move the state further than this (L2)
-    fault_rate: float = 0.0  # injected: probability that a client crashes in a round (robustness experiments)
+    fault_rate: float = 0.0  # injected: probability that a client fails in a round (robustness experiments)
+    fault_kind: str = "crash"  # what an injected fault does: "crash" (the ClientApp raises) or "timeout" (replies too late)
+    fault_schedule: list[str] = field(default_factory=list)  # scheduled faults, "round:client" or "round:client:kind"
+    round_timeout_s: float = 600.0  # replies arriving later are dropped and counted as timed out
+    min_train_replies: int = 1  # a round with fewer valid updates keeps the global model (and says so)
+    dp_clipping_norm: float | None = None  # central DP: clip each client's update to this L2 norm (Flower's fixed clipping)
+    dp_noise_multiplier: float = 0.0  # central DP: Gaussian noise std = multiplier * clipping_norm / sampled clients
+    checkpoint_every: int = 1  # the server checkpoints every k rounds (0: never)
+    resume: bool = False  # continue from the checkpoint in the output folder
     device_profiles: list[str] = field(default_factory=lambda: ["jetson_nano", "raspberry_pi_4", "phone", "laptop"])
     backend: str = "ray"  # "ray": Flower's simulation engine; "inline": every client in this process, one after another
     client_num_cpus: float = 1.0
     client_num_gpus: float = 0.0
     ray_address: str | None = None
+    ray_num_cpus: int | None = None  # CPUs the local Ray cluster may use (workers = ray_num_cpus / client_num_cpus)
     evaluate_clients: bool = True
     client_eval_every: int = 0  # clients also evaluate every k rounds (0: only after the last round)
     evaluate_every_round: bool = True  # false: the server evaluates only at task boundaries (enough for the accuracy matrix)

@@ -70,3 +70,24 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
     tmp.write_text(json.dumps(results, indent=2))
     tmp.replace(path)
     return path
+
+
+#: fields of results.json measured by the clock or the OS (everything else is a function of config and seed)
+WALL_CLOCK_FIELDS = ("wall_time_s", "client_train_time_s", "simulated_round_time_s", "simulated_total_time_s",
+                     "real_round_time_s", "peak_rss_mb", "peak_gpu_mb")
+
+
+def without_wall_clock(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` without clock-measured fields and execution-only settings (backend, workers, resume):
+    two runs with the same seed and config must agree on the rest bit for bit."""
+    from fedcl.federation.checkpoint import EXECUTION_KEYS
+
+    def strip(value: Any, path: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v, f"{path}{k}.") for k, v in value.items()
+                    if k not in WALL_CLOCK_FIELDS and f"{path}{k}".removeprefix("config.") not in EXECUTION_KEYS}
+        if isinstance(value, list):
+            return [strip(v, path) for v in value]
+        return value
+
+    return strip(results)

@@ -13,12 +13,12 @@ from fedcl.backbones.loading import read_state_dict
 GLOBAL_MODEL_FILE = "global_model.safetensors"
 
 
-def save_state(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write atomically (a crash never leaves a half-written file under ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
     tmp.replace(path)
     return path
 

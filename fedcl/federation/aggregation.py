@@ -82,13 +82,29 @@ class ServerAdam:
 ROBUST = ("median", "trimmed_mean", "krum")
 
 
+def averaged_float_keys(global_state: dict[str, torch.Tensor], kinds: dict[str, str]) -> list[str]:
+    """The float parts that are averaged (sufficient statistics and integer buffers excluded)."""
+    return [k for k, g in global_state.items() if g.is_floating_point() and kinds.get(k) != "sum"]
+
+
 def update_norm(state: dict[str, torch.Tensor], global_state: dict[str, torch.Tensor], kinds: dict[str, str]) -> float:
-    """L2 norm of a client's change to the float, averaged parts of the state (sufficient statistics excluded)."""
+    """L2 norm of a client's change to the float, averaged parts of the state."""
     total = 0.0
-    for key, g in global_state.items():
-        if g.is_floating_point() and kinds.get(key) != "sum":
-            total += float((state[key].double() - g.double()).pow(2).sum())
+    for key in averaged_float_keys(global_state, kinds):
+        total += float((state[key].double() - global_state[key].double()).pow(2).sum())
     return total**0.5
+
+
+def clip_update(state: dict[str, torch.Tensor], global_state: dict[str, torch.Tensor], kinds: dict[str, str],
+                clipping_norm: float) -> dict[str, torch.Tensor]:
+    """The client's state with its change to the averaged float parts clipped to ``clipping_norm`` (Flower's
+    ``compute_clip_model_update``: FlatClip of the whole update)."""
+    from flwr.supercore.differential_privacy import compute_clip_model_update
+
+    keys = averaged_float_keys(global_state, kinds)
+    new = [state[k].double().numpy().copy() for k in keys]
+    compute_clip_model_update(new, [global_state[k].double().numpy() for k in keys], clipping_norm)
+    return {**state, **{k: torch.from_numpy(v).to(global_state[k].dtype) for k, v in zip(keys, new)}}
 
 
 def _krum_choice(updates: list[ClientUpdate], keys: list[str], byzantine: int) -> int:
@@ -105,7 +121,7 @@ def robust_aggregate(global_state: dict[str, torch.Tensor], updates: list[Client
     """Coordinate-wise median, trimmed mean, or Krum of the float, averaged parts; sufficient statistics
     ('sum' kinds, e.g. NCM) and integer buffers are still combined by :func:`aggregate`."""
     out = aggregate(global_state, updates, kinds)
-    keys = [k for k, g in global_state.items() if g.is_floating_point() and kinds.get(k) != "sum"]
+    keys = averaged_float_keys(global_state, kinds)
     if not updates or not keys:
         return out
     if method == "krum":

@@ -7,18 +7,21 @@ Each call is ephemeral; the frozen backbone and the data live in the worker
 from __future__ import annotations
 
 import random
+import time
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcl.federation.app_config import resolve_config
+from fedcl.federation.client_state import load_client_state, save_client_state
 from fedcl.federation.codec import decode, encode
 from fedcl.federation.profiles import client_profile, is_unavailable
 from fedcl.federation.runtime import (
     benchmark_for, build_learner, with_local_data, build_model, derived_seed, limit_threads, load_state, schedule_for, seen_tasks, training_experience,
 )
-from fedcl.federation.settings import FedRunConfig
+from fedcl.federation.settings import FedRunConfig, fault_schedule
 from fedcl.learner import Learner
 
 STATE_KEY = "fedcl-client"
@@ -60,52 +63,82 @@ def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_roun
     return benchmark, model, learner, seen
 
 
+def state_dir(context: Context, default: str | Path | None) -> Path | None:
+    """Where this client keeps its state on disk: ``--node-config 'state-dir="..."'``, else the simulation's folder."""
+    folder = context.node_config.get("state-dir") or default
+    return Path(str(folder)) if folder else None
+
+
 class InjectedFault(RuntimeError):
-    """A crash injected by ``federation.fault_rate`` (robustness experiments)."""
+    """A crash injected by ``federation.fault_rate`` or ``federation.fault_schedule`` (robustness experiments)."""
 
 
-def injected_fault(cfg: FedRunConfig, pid: int, server_round: int) -> bool:
+def injected_fault(cfg: FedRunConfig, pid: int, server_round: int) -> str | None:
+    """The fault this client suffers in this round ("crash" or "timeout"), if any: scheduled, else drawn from the seed."""
+    scheduled = fault_schedule(cfg).get((server_round, pid))
+    if scheduled:
+        return scheduled
     rate = cfg.federation.fault_rate
-    return rate > 0 and random.Random(f"{cfg.seed}-fault-{pid}-{server_round}").random() < rate
+    if rate > 0 and random.Random(f"{cfg.seed}-fault-{pid}-{server_round}").random() < rate:
+        return cfg.federation.fault_kind
+    return None
 
 
-def restore_plugin_state(learner: Learner, context: Context) -> None:
-    """Plugins' state from earlier rounds (replay buffer, Fisher information, old model)."""
+def restore_client_state(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int, run_token: str) -> None:
+    """Plugins' state from earlier rounds (replay buffer, Fisher information, old model): from this run's
+    ``context.state``, or, in a resumed run whose context starts empty, from the client's own disk."""
+    if STATE_KEY not in context.state.config_records and folder is not None and run_token:
+        saved = load_client_state(folder, pid, server_round, run_token)
+        if saved is not None:
+            plugins, rounds_trained = saved
+            for name, state in plugins.items():
+                context.state[PLUGIN_STATE_PREFIX + name] = ArrayRecord(state)
+            context.state[STATE_KEY] = ConfigRecord({"rounds-trained": rounds_trained, "tasks-seen": []})
     for plugin in learner.plugins:
         record = context.state.array_records.get(PLUGIN_STATE_PREFIX + plugin.name)
         if record is not None:
             plugin.load_state_dict(record.to_torch_state_dict())
 
 
-def save_plugin_state(learner: Learner, context: Context) -> None:
+def save_client_state_after(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int,
+                            rounds_trained: int, run_token: str) -> None:
+    states = {}
     for plugin in learner.plugins:
         state = plugin.state_dict()
         if state:
-            context.state[PLUGIN_STATE_PREFIX + plugin.name] = ArrayRecord({k: v.detach().cpu().contiguous() for k, v in state.items()})
+            states[plugin.name] = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            context.state[PLUGIN_STATE_PREFIX + plugin.name] = ArrayRecord(states[plugin.name])
+    if folder is not None and run_token:
+        save_client_state(folder, pid, server_round, states, rounds_trained, run_token)
 
 
-def handle_train(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
+def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_state_dir: str | Path | None = None) -> Message:
     pid = partition_id(context)
     server_round = int(msg.content["config"]["server-round"])
     task = schedule_for(cfg).task(pid, server_round)
     root = data_root(context)
     experience = training_experience(cfg, pid, task, root)
     profile = client_profile(cfg.federation.device_profiles, pid, cfg.seed)
-    if injected_fault(cfg, pid, server_round):
-        raise InjectedFault(f"client {pid} crashed in round {server_round} (federation.fault_rate={cfg.federation.fault_rate})")
+    fault = injected_fault(cfg, pid, server_round)
+    if fault == "crash":
+        raise InjectedFault(f"client {pid} crashed in round {server_round} (injected fault)")
+    if fault == "timeout":  # the reply comes, but after the server stopped waiting
+        time.sleep(cfg.federation.round_timeout_s * 1.5 + 1)
     base = {"partition-id": pid, "task": task, "num-examples": 0, "train-time-s": 0.0, "loss": 0.0}
     if is_unavailable(profile, pid, server_round, cfg.seed) or len(experience) == 0:
         return _reply(msg, {**base, "unavailable": int(len(experience) > 0)})
 
     benchmark, model, learner, seen = _global_model_learner(cfg, msg, pid, server_round, root)
-    restore_plugin_state(learner, context)
+    folder = state_dir(context, default_state_dir)
+    run_token = str(msg.content["config"].get("run-token", ""))
+    restore_client_state(learner, context, folder, pid, server_round, run_token)
     stats = learner.train_experience(experience)
-    save_plugin_state(learner, context)
 
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
     record["rounds-trained"] = int(record["rounds-trained"]) + 1
     record["tasks-seen"] = [int(t) for t in seen]
     context.state[STATE_KEY] = record
+    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token)
 
     class_counts = torch.bincount(experience.data.labels, minlength=benchmark.num_classes).tolist()
     task_examples = torch.bincount(experience.task_ids_of(torch.arange(len(experience))), minlength=benchmark.num_tasks).tolist()
@@ -135,13 +168,23 @@ def handle_evaluate(cfg: FedRunConfig, msg: Message, context: Context) -> Messag
     return _reply(msg, {"partition-id": pid, "accuracy": accuracy, "num-examples": n})
 
 
-def build_client_app(cfg: FedRunConfig | None = None) -> ClientApp:
-    """A ClientApp bound to ``cfg``, or reading the run config when ``cfg`` is None (``flwr run``)."""
+def handle_query(msg: Message, context: Context) -> Message:
+    """The server asks who this node is: its partition id (it samples and reports by partition, not node id)."""
+    return _reply(msg, {"partition-id": partition_id(context)})
+
+
+def build_client_app(cfg: FedRunConfig | None = None, client_state_dir: str | Path | None = None) -> ClientApp:
+    """A ClientApp bound to ``cfg``, or reading the run config when ``cfg`` is None (``flwr run``).
+    ``client_state_dir``: where simulated clients keep their state (a node's ``state-dir`` takes precedence)."""
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return handle_train(resolve_config(cfg, context), msg, context)
+        return handle_train(resolve_config(cfg, context), msg, context, client_state_dir)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return handle_query(msg, context)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

@@ -40,6 +40,7 @@ class InlineGrid(Grid):
             for i in range(num_nodes)
         }
         self._replies: dict[str, Message] = {}
+        self._elapsed: dict[str, float] = {}
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -58,7 +59,9 @@ class InlineGrid(Grid):
         ids = []
         for msg in messages:
             msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+            started = time.perf_counter()
             self._replies[msg.metadata.message_id] = self._deliver(msg)
+            self._elapsed[msg.metadata.message_id] = time.perf_counter() - started
             ids.append(msg.metadata.message_id)
         return ids
 
@@ -66,7 +69,11 @@ class InlineGrid(Grid):
         return [self._replies.pop(i) for i in message_ids if i in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self.pull_messages(list(self.push_messages(messages)))
+        """Replies of the nodes that answered within ``timeout`` (each node's own time: on a real
+        federation they run in parallel); later ones are dropped, as the server stops waiting."""
+        ids = list(self.push_messages(messages))
+        late = {i for i in ids if timeout is not None and self._elapsed.pop(i, 0.0) > timeout}
+        return self.pull_messages([i for i in ids if i not in late])
 
     def _deliver(self, msg: Message) -> Message:
         """Run the ClientApp on the message as a SuperNode would receive it (rebuilt from its wire bytes)."""

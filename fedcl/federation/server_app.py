@@ -1,25 +1,28 @@
-"""The fedcl ServerApp: runs the strategy, evaluates the global model after every round
-on every task's test data, and writes ``results.json``."""
+"""The fedcl ServerApp: runs the rounds, evaluates the global model after every round
+on every task's test data, checkpoints, and writes ``results.json``."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedcl.errors import FedclError
 from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
-from fedcl.federation.codec import decode, encode
+from fedcl.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, check_state, load_checkpoint, save_checkpoint
+from fedcl.federation.codec import encode
 from fedcl.federation.runtime import benchmark_for, build_learner, build_model, load_state, schedule_for, seen_tasks
 from fedcl.federation.settings import FedRunConfig
+from fedcl.federation.privacy import noise_std
 from fedcl.federation.strategy import FedCLStrategy
 from fedcl.metrics import peak_memory_mb, summarize
 from fedcl.runner import describe_run, write_results
@@ -39,8 +42,26 @@ def wait_for_nodes(grid: Grid, needed: int, timeout_s: float) -> int:
     return connected
 
 
-def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Run the federation; returns the results and the final global (exchanged) state."""
+def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluate, first_round: int, run_token: str,
+               checkpoint) -> None:
+    """Rounds ``first_round``..R: discover new nodes, train, aggregate, evaluate, checkpoint."""
+    f = cfg.federation
+    for server_round in range(first_round, cfg.num_rounds + 1):
+        log(INFO, "[ROUND %s/%s]", server_round, cfg.num_rounds)
+        strategy.discover(grid, f.round_timeout_s)
+        train_config = ConfigRecord({"local-epochs": f.local_epochs, "run-token": run_token})
+        replies = grid.send_and_receive(strategy.configure_train(server_round, None, train_config, grid), timeout=f.round_timeout_s)
+        strategy.aggregate_train(server_round, replies)
+        evaluation = list(strategy.configure_evaluate(server_round, None, ConfigRecord(), grid))
+        if evaluation:
+            strategy.aggregate_evaluate(server_round, grid.send_and_receive(evaluation, timeout=f.round_timeout_s))
+        evaluate(server_round)
+        if f.checkpoint_every and (server_round % f.checkpoint_every == 0 or server_round == cfg.num_rounds):
+            checkpoint(server_round)
+
+
+def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Run the federation (resuming from ``out``'s checkpoint if asked); returns the results and the final global state."""
     start = time.perf_counter()
     f = cfg.federation
     benchmark = benchmark_for(cfg)
@@ -58,19 +79,34 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str,
 
     boundaries = schedule.boundary_rounds(f.num_clients)
 
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+    def evaluate(server_round: int) -> None:
         if not f.evaluate_every_round and server_round not in boundaries:
-            return None
-        load_state(model, decode(arrays, model.exchanged_state(), source="global model"))
+            return
+        load_state(model, strategy.global_state)
         seen = sorted({t for c in range(f.num_clients) for t in (seen_tasks(cfg, c, server_round) if server_round else [])})
         model.seen_tasks = seen
         learner.seen_classes = {c for t in seen for c in benchmark.task_classes[t]}
-        accs = learner.evaluate(benchmark.test_stream)
-        per_round_acc[server_round] = accs
-        return MetricRecord({"accuracy": sum(accs) / len(accs)})
+        per_round_acc[server_round] = learner.evaluate(benchmark.test_stream)
 
-    strategy.start(grid, encode(global_state, "none"), num_rounds=cfg.num_rounds, timeout=3600,
-                   train_config=ConfigRecord({"local-epochs": f.local_epochs}), evaluate_fn=evaluate)
+    path = Path(out or "runs/federated") / CHECKPOINT_FILE
+    first_round, run_token = 1, uuid.uuid4().hex
+    if f.resume:
+        ckpt = load_checkpoint(path, cfg.to_dict())
+        adam = {g: ckpt.group(g) for g in ("adam_m", "adam_v")}
+        strategy.load_state_dict(ckpt.state["strategy"], check_state(ckpt, "global", global_state, path), adam["adam_m"], adam["adam_v"])
+        per_round_acc.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
+        first_round, run_token = ckpt.server_round + 1, ckpt.state["run_token"]
+        log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, path)
+    else:
+        path.unlink(missing_ok=True)
+        evaluate(0)
+
+    def checkpoint(server_round: int) -> None:
+        state, tensors = strategy.state_dict()
+        save_checkpoint(path, Checkpoint(server_round, cfg.to_dict(), tensors,
+                                         {"strategy": state, "server_accuracy": per_round_acc, "run_token": run_token}))
+
+    run_rounds(cfg, grid, strategy, evaluate, first_round, run_token, checkpoint)
 
     matrix = torch.tensor([per_round_acc[r] for r in boundaries]).numpy()
     per_round = strategy.ledger.per_round()
@@ -108,6 +144,9 @@ def run_server(cfg: FedRunConfig, grid: Grid) -> tuple[dict[str, Any], dict[str,
         "simulated_total_time_s": round(sum(s.get("simulated_round_time_s", 0.0) for s in strategy.round_stats.values()), 3),
         "client_train_time_s": round(sum(s.get("client_train_time_s", 0.0) for s in strategy.round_stats.values()), 3),
         "rejected_updates": strategy.rejected,
+        "privacy": {"clipping_norm": f.dp_clipping_norm, "noise_multiplier": f.dp_noise_multiplier,
+                    "noise_std_per_round": [noise_std(f.dp_noise_multiplier, f.dp_clipping_norm, strategy.round_stats.get(r, {}).get("clients_sampled", 0))
+                                            for r in range(1, cfg.num_rounds + 1)]} if f.dp_clipping_norm else None,
         "wall_time_s": round(time.perf_counter() - start, 2),
         **peak_memory_mb(),
     }
@@ -129,7 +168,7 @@ def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None
     def main(grid: Grid, context: Context) -> None:
         resolved = resolve_config(cfg, context)
         out = Path(out_dir or context.run_config.get("out-dir") or "runs/federated")
-        results, final_state = run_server(resolved, grid)
+        results, final_state = run_server(resolved, grid, out)
         path = write_results(results, out)
         save_state(final_state, out / GLOBAL_MODEL_FILE)
         # the ServerApp's log reaches whoever started the run (`flwr run --stream`, `flwr log <run-id>`)

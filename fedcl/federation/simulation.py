@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ def backend_config(cfg: FedRunConfig) -> dict[str, Any]:
     f = cfg.federation
     resources: dict[str, float] = {"num_cpus": f.client_num_cpus, "num_gpus": f.client_num_gpus}
     init_args: dict[str, Any] = {"include_dashboard": False, "logging_level": "error", "log_to_driver": False}
+    if f.ray_num_cpus:
+        init_args["num_cpus"] = f.ray_num_cpus
     if f.ray_address:
         init_args = {"address": f.ray_address}
     return {"client_resources": resources, "init_args": init_args}
@@ -35,6 +38,18 @@ def run_federated(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -
     if cfg.federation.backend == "inline":
         return run_inline_simulation(cfg, out_dir, quiet)
     return run_ray_simulation(cfg, out_dir, quiet)
+
+
+CLIENT_STATE_DIR = "client_state"
+
+
+def _prepare(cfg: FedRunConfig, out: Path) -> Path:
+    """Clear the previous results (and, unless resuming, the simulated clients' saved state); returns that folder."""
+    (out / "results.json").unlink(missing_ok=True)
+    folder = out / CLIENT_STATE_DIR
+    if not cfg.federation.resume:
+        shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _read_results(out: Path) -> dict[str, Any]:
@@ -53,12 +68,12 @@ def run_inline_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = 
     from fedcl.federation.server_app import build_server_app
 
     out = Path(out_dir)
-    (out / "results.json").unlink(missing_ok=True)
+    client_state = _prepare(cfg, out)
     flwr_logger = logging.getLogger("flwr")
     if quiet:
         flwr_logger.addFilter(_warnings_only)
     try:
-        run_inline(build_server_app(cfg, out), build_client_app(cfg), cfg.federation.num_clients)
+        run_inline(build_server_app(cfg, out), build_client_app(cfg, client_state), cfg.federation.num_clients)
     finally:
         flwr_logger.removeFilter(_warnings_only)
     return _read_results(out)
@@ -74,7 +89,7 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = Fal
     from fedcl.federation.server_app import build_server_app
 
     out = Path(out_dir)
-    (out / "results.json").unlink(missing_ok=True)
+    client_state = _prepare(cfg, out)
     # Each Ray worker uses the CPUs it was given, without oversubscribing the machine.
     threads = str(max(1, int(cfg.federation.client_num_cpus)))
     os.environ.setdefault("OMP_NUM_THREADS", threads)
@@ -86,7 +101,7 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = Fal
             warnings.simplefilter("ignore", DeprecationWarning)
             run_simulation(
                 server_app=build_server_app(cfg, out),
-                client_app=build_client_app(cfg),
+                client_app=build_client_app(cfg, client_state),
                 num_supernodes=cfg.federation.num_clients,
                 backend_config=backend_config(cfg),
             )

@@ -1,0 +1,58 @@
+"""A client's own state on its own disk: plugin state (replay buffer, Fisher information,
+old model) after each round it trained, so that a resumed run continues where it was.
+
+The state never leaves the device. Files are ``<dir>/<partition>/round-<r>.safetensors``,
+stamped with the run's token (so a later run never picks up an earlier run's state);
+the two newest are kept (the server's checkpoint is at most one round behind them).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from fedcl.errors import FedclError
+from fedcl.state_files import save_state
+
+KEEP = 2
+_NAME = re.compile(r"round-(\d+)\.safetensors$")
+
+
+def _rounds(folder: Path) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.search(p.name))]
+    return sorted(found)
+
+
+def save_client_state(root: str | Path, partition_id: int, server_round: int, plugins: dict[str, dict[str, torch.Tensor]],
+                      rounds_trained: int, run_token: str) -> Path:
+    folder = Path(root) / str(partition_id)
+    tensors = {f"{name}/{key}": value for name, state in plugins.items() for key, value in state.items()}
+    meta = {"rounds-trained": str(rounds_trained), "run-token": run_token}
+    path = save_state(tensors, folder / f"round-{server_round}.safetensors", metadata=meta)
+    for _, old in _rounds(folder)[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_client_state(root: str | Path, partition_id: int, before_round: int, run_token: str
+                      ) -> tuple[dict[str, dict[str, torch.Tensor]], int] | None:
+    """This run's newest state saved before ``before_round``: (plugin name -> state, rounds trained), or None."""
+    for _, path in reversed([(r, p) for r, p in _rounds(Path(root) / str(partition_id)) if r < before_round]):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("run-token") != run_token:
+                    continue
+                plugins: dict[str, dict[str, torch.Tensor]] = {}
+                for key in f.keys():
+                    name, _, tensor_key = key.partition("/")
+                    plugins.setdefault(name, {})[tensor_key] = f.get_tensor(key)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise FedclError(f"client {partition_id}: its saved state {path} is corrupt ({exc})") from None
+        return plugins, int(meta.get("rounds-trained", 0))
+    return None
