@@ -158,6 +158,9 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
+        concrete = [a for a in args if a is not type(None)]
+        if len(concrete) == 1:  # "X or null": X's own, more precise, error
+            return _check_type(key, value, concrete[0])
         for arg in args:
             if arg is type(None):
                 continue

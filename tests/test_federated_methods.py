@@ -9,7 +9,7 @@ import torch
 from fedcl.config import build_config
 from flwr.clientapp import ClientApp
 
-from fedcl.federation.client_app import PLUGIN_STATE_PREFIX, build_client_app, handle_train
+from fedcl.federation.client_app import PLUGIN_STATE_PREFIX, build_client_app, handle_query, handle_train
 from fedcl.federation.inline import FIRST_NODE_ID, run_inline
 from fedcl.federation.runtime import benchmark_for, build_learner, build_model, client_stream, schedule_for
 from fedcl.federation.server_app import build_server_app
@@ -140,6 +140,8 @@ def test_a_node_with_its_own_data_root_trains_on_all_of_it(tmp_path, fmnist):
         reply = handle_train(cfg, msg, context)
         seen_examples.setdefault(int(context.node_config["partition-id"]), []).append(int(reply.content["metrics"]["num-examples"]))
         return reply
+
+    app.query()(handle_query)  # the server first asks each node for its partition id
 
     run_inline(build_server_app(cfg, tmp_path / "out"), app, 3, node_configs=[{}, {"data-root": str(local)}, {}])
     assert seen_examples[1] == [7 * 2, 7 * 2]  # 2 classes per task, all 7 local samples of each, both rounds

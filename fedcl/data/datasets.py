@@ -159,6 +159,10 @@ def cifar100(root: Path | None = None, download: bool = False) -> DatasetSplits:
     return _read_cifar("cifar100", root, download)
 
 
+#: PIL modes of 8-bit images that convert to RGB without losing meaning (16-bit and float images do not)
+IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
+
+
 @DATASETS.register("imagefolder")
 def imagefolder(root: Path | None = None, download: bool = False, size: int = 64) -> DatasetSplits:
     """A user's ``root/train/<class>/*.png`` and ``root/test/<class>/*.png`` (torchvision ImageFolder).
@@ -167,6 +171,7 @@ def imagefolder(root: Path | None = None, download: bool = False, size: int = 64
     """
     if root is None:
         raise DataError("dataset 'imagefolder' needs data.root (a folder with train/ and test/ subfolders)")
+    from PIL import Image
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import functional as TF
 
@@ -186,9 +191,13 @@ def imagefolder(root: Path | None = None, download: bool = False, size: int = 64
         images = []
         for path, _ in ds.samples:
             try:
-                img = ds.loader(path).convert("RGB").resize((size, size))
+                with Image.open(path) as opened:
+                    img = opened.copy()  # decodes fully, in its own mode (torchvision's loader would force RGB)
             except Exception as exc:
                 raise DataError(f"cannot decode image {path}: {exc}") from None
+            if img.mode not in IMAGE_MODES:
+                raise DataError(f"image {path} has mode {img.mode!r}; fedcl reads 8-bit images ({', '.join(IMAGE_MODES)})")
+            img = img.convert("RGB").resize((size, size))
             images.append(TF.pil_to_tensor(img))
         splits[split] = ImageArrays(torch.stack(images), torch.tensor(ds.targets, dtype=torch.long))
     return DatasetSplits(f"imagefolder:{root}", splits["train"], splits["test"], class_names or [])

@@ -33,7 +33,7 @@ def encode(state: dict[str, torch.Tensor], quantization: str = "none") -> ArrayR
         elif x.dtype == np.float32 and quantization == "int8":
             lo, hi = float(x.min()) if x.size else 0.0, float(x.max()) if x.size else 0.0
             scale = (hi - lo) / 255.0 or 1.0
-            codes = np.clip(np.round((x - lo) / scale) - 128, -128, 127).astype(np.int8)
+            codes = np.asarray(np.clip(np.round((x - lo) / scale) - 128, -128, 127), dtype=np.int8)  # (0-d stays an array)
             arrays[key + QPARAMS] = Array(np.array([lo, scale], dtype=np.float32))
             x = codes
         arrays[key] = Array(x if x.flags.c_contiguous else x.copy(order="C"))  # (ascontiguousarray turns 0-d into 1-d)

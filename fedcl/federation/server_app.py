@@ -18,15 +18,19 @@ from flwr.serverapp import Grid, ServerApp
 from fedcl.errors import FedclError
 from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
-from fedcl.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, check_state, load_checkpoint, save_checkpoint
+from fedcl.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError, check_state, load_checkpoint, save_checkpoint
 from fedcl.federation.codec import encode
-from fedcl.federation.runtime import benchmark_for, build_learner, build_model, load_state, schedule_for, seen_tasks
+from fedcl.federation.runtime import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.privacy import noise_std
 from fedcl.federation.strategy import FedCLStrategy
 from fedcl.metrics import peak_memory_mb, summarize
 from fedcl.runner import describe_run, write_results
 from fedcl.state_files import GLOBAL_MODEL_FILE, save_state
+
+
+#: written by the ServerApp when the run fails on the user's input, read back by ``fedcl simulate``
+ERROR_FILE = "error.json"
 
 
 def wait_for_nodes(grid: Grid, needed: int, timeout_s: float) -> int:
@@ -40,6 +44,33 @@ def wait_for_nodes(grid: Grid, needed: int, timeout_s: float) -> int:
             )
         time.sleep(0.5)
     return connected
+
+
+def server_model(cfg: FedRunConfig):
+    """The server's benchmark, model, method, learner (for evaluation) and initial global (exchanged) state."""
+    benchmark = benchmark_for(cfg)
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, cfg.seed)  # its method decides what is exchanged
+    global_state = {k: v.detach().clone() for k, v in model.exchanged_state().items()}
+    return benchmark, model, method, learner, global_state
+
+
+def checked_checkpoint(cfg: FedRunConfig, path: Path, global_state: dict[str, torch.Tensor]) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
+    """The checkpoint at ``path``, checked against the config and the model (clear errors otherwise)."""
+    ckpt = load_checkpoint(path, cfg.to_dict())
+    checked = check_state(ckpt, "global", global_state, path)
+    if "strategy" not in ckpt.state or "run_token" not in ckpt.state:
+        raise CheckpointError(f"checkpoint {path} lacks the server state (strategy, run token)")
+    return ckpt, checked
+
+
+def preflight(cfg: FedRunConfig, out: Path) -> None:
+    """Everything that can fail on the user's input, checked before any simulation starts: data, backbone
+    and weights, and (when resuming) the checkpoint. Caches make the ServerApp's own build free."""
+    *_, global_state = server_model(cfg)
+    client_stream(cfg, 0)  # partitions the shared data for every client (cached for the run)
+    if cfg.federation.resume:
+        checked_checkpoint(cfg, out / CHECKPOINT_FILE, global_state)
 
 
 def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluate, first_round: int, run_token: str,
@@ -64,11 +95,8 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
     """Run the federation (resuming from ``out``'s checkpoint if asked); returns the results and the final global state."""
     start = time.perf_counter()
     f = cfg.federation
-    benchmark = benchmark_for(cfg)
+    benchmark, model, method, learner, global_state = server_model(cfg)
     schedule = schedule_for(cfg)
-    model, method = build_model(cfg, benchmark)
-    learner = build_learner(cfg, model, method, benchmark, cfg.seed)
-    global_state = {k: v.detach().clone() for k, v in model.exchanged_state().items()}
     full_state = {**{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
                   **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
     strategy = FedCLStrategy(cfg, global_state, model.aggregation_kinds(), message_bytes(encode(full_state, "none")),
@@ -91,9 +119,9 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
     path = Path(out or "runs/federated") / CHECKPOINT_FILE
     first_round, run_token = 1, uuid.uuid4().hex
     if f.resume:
-        ckpt = load_checkpoint(path, cfg.to_dict())
+        ckpt, checked = checked_checkpoint(cfg, path, global_state)
         adam = {g: ckpt.group(g) for g in ("adam_m", "adam_v")}
-        strategy.load_state_dict(ckpt.state["strategy"], check_state(ckpt, "global", global_state, path), adam["adam_m"], adam["adam_v"])
+        strategy.load_state_dict(ckpt.state["strategy"], checked, adam["adam_m"], adam["adam_v"])
         per_round_acc.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
         first_round, run_token = ckpt.server_round + 1, ckpt.state["run_token"]
         log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, path)
@@ -107,6 +135,9 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
                                          {"strategy": state, "server_accuracy": per_round_acc, "run_token": run_token}))
 
     run_rounds(cfg, grid, strategy, evaluate, first_round, run_token, checkpoint)
+    if not any(stats.get("clients_trained") for stats in strategy.round_stats.values()):
+        first = strategy.rejected[0] if strategy.rejected else "no client had data to train on"
+        raise FedclError(f"no client update was accepted in any of the {cfg.num_rounds} rounds; the first problem: {first}")
 
     matrix = torch.tensor([per_round_acc[r] for r in boundaries]).numpy()
     per_round = strategy.ledger.per_round()
@@ -168,7 +199,12 @@ def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None
     def main(grid: Grid, context: Context) -> None:
         resolved = resolve_config(cfg, context)
         out = Path(out_dir or context.run_config.get("out-dir") or "runs/federated")
-        results, final_state = run_server(resolved, grid, out)
+        try:
+            results, final_state = run_server(resolved, grid, out)
+        except FedclError as exc:  # left for whoever started the run (Flower's engines only log ServerApp errors)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / ERROR_FILE).write_text(json.dumps({"error": str(exc)}))
+            raise
         path = write_results(results, out)
         save_state(final_state, out / GLOBAL_MODEL_FILE)
         # the ServerApp's log reaches whoever started the run (`flwr run --stream`, `flwr log <run-id>`)

@@ -35,6 +35,9 @@ def _warnings_only(record: logging.LogRecord) -> bool:
 
 def run_federated(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
     """Simulate the federation on the configured backend; returns (and writes) the results."""
+    from fedcl.federation.server_app import preflight
+
+    preflight(cfg, Path(out_dir))
     if cfg.federation.backend == "inline":
         return run_inline_simulation(cfg, out_dir, quiet)
     return run_ray_simulation(cfg, out_dir, quiet)
@@ -45,7 +48,10 @@ CLIENT_STATE_DIR = "client_state"
 
 def _prepare(cfg: FedRunConfig, out: Path) -> Path:
     """Clear the previous results (and, unless resuming, the simulated clients' saved state); returns that folder."""
-    (out / "results.json").unlink(missing_ok=True)
+    from fedcl.federation.server_app import ERROR_FILE
+
+    for stale in ("results.json", ERROR_FILE):
+        (out / stale).unlink(missing_ok=True)
     folder = out / CLIENT_STATE_DIR
     if not cfg.federation.resume:
         shutil.rmtree(folder, ignore_errors=True)
@@ -53,10 +59,13 @@ def _prepare(cfg: FedRunConfig, out: Path) -> Path:
 
 
 def _read_results(out: Path) -> dict[str, Any]:
-    path = out / "results.json"
-    if not path.exists():
-        from fedcl.errors import FedclError
+    from fedcl.errors import FedclError
+    from fedcl.federation.server_app import ERROR_FILE
 
+    path = out / "results.json"
+    if (out / ERROR_FILE).exists():
+        raise FedclError(json.loads((out / ERROR_FILE).read_text())["error"])
+    if not path.exists():
         raise FedclError(f"the simulation ended without writing {path} (see the log above for the ServerApp error)")
     return json.loads(path.read_text())
 
