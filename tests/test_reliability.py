@@ -95,7 +95,7 @@ def test_malicious_updates_are_refused_and_the_model_equals_the_run_without_them
                         (7, "unexpected ['head.secret']"), (8, "unexpected ['backbone.model.conv_stem.weight']"),
                         (9, "exceeds federation.max_update_norm")]:
         assert sum(f"client {pid}" in r and reason in r for r in rejected) == cfg.num_rounds, (pid, reason, rejected)
-    assert all(row["clients_trained"] == honest for row in attacked["communication"]["per_round"])
+    assert all(row["clients_trained"] == honest and row["clients_rejected"] == len(ATTACKS) for row in attacked["communication"]["per_round"])
     a, b = load_state_file(tmp_path / "attacked" / GLOBAL_MODEL_FILE), load_state_file(tmp_path / "without" / GLOBAL_MODEL_FILE)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.isfinite(v).all() for v in a.values())

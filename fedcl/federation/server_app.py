@@ -131,8 +131,10 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
 
     def checkpoint(server_round: int) -> None:
         state, tensors = strategy.state_dict()
+        positions = {pid: schedule.position(pid, server_round) for pid in range(f.num_clients)}  # where each stream is
         save_checkpoint(path, Checkpoint(server_round, cfg.to_dict(), tensors,
-                                         {"strategy": state, "server_accuracy": per_round_acc, "run_token": run_token}))
+                                         {"strategy": state, "server_accuracy": per_round_acc, "run_token": run_token,
+                                          "stream_positions": positions}))
 
     run_rounds(cfg, grid, strategy, evaluate, first_round, run_token, checkpoint)
     if not any(stats.get("clients_trained") for stats in strategy.round_stats.values()):

@@ -114,6 +114,7 @@ class FedCLStrategy(FedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates: list[ClientUpdate] = []
         sim_times, losses, trained, compute_s, failed, unavailable = [], [], 0, 0.0, 0, 0
+        rejected_before = len(self.rejected)
         # partition order, not arrival order: the same sums (bit for bit) whatever the scheduling
         replies = sorted(replies, key=lambda m: (self.node_to_client.get(m.metadata.src_node_id, 1 << 62), m.metadata.src_node_id))
         sent = self._down.get(server_round, {})
@@ -178,6 +179,7 @@ class FedCLStrategy(FedAvg):
             "clients_sampled": len(sent),
             "clients_trained": len(updates),
             "clients_failed": failed,
+            "clients_rejected": len(self.rejected) - rejected_before - failed,  # replies refused by validation
             "clients_timed_out": len(set(sent) - replied),
             "clients_unavailable": unavailable,
             "quorum": quorum,
