@@ -3,6 +3,9 @@ of a simulation as the number of clients grows (the backbone is built once per p
 
     .venv/bin/python benchmarks/memory.py [--image-size 64] [--batch-size 32]
 
+Input tuning is measured twice: keeping the backbone's activations, and recomputing them in the
+backward pass (``train.activation_checkpointing=true``).
+
 Each measurement runs in a fresh process. On the CPU, training memory is the peak resident set
 size during one epoch minus the resident size just before it; on CUDA it is the peak allocated
 GPU memory during the epoch.
@@ -20,10 +23,12 @@ CHILD_TRAIN = r"""
 import copy, json, resource, sys, torch
 from fedcl.config import build_config
 from fedcl.factory import make_benchmark, make_learner, make_method, make_model, resolve_device
-method, size, batch, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+import time
+method, size, batch, device, recompute = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 cfg = build_config("default", None, [f"method.name={method}", f"data.image_size={size}", "data.num_tasks=1",
                                      "data.classes_per_task=10", f"data.max_train_per_class={batch // 10 * 4}",
-                                     f"train.batch_size={batch}", f"train.device={device}", "train.epochs=1"])
+                                     f"train.batch_size={batch}", f"train.device={device}", "train.epochs=1",
+                                     f"train.activation_checkpointing={recompute}"])
 dev = resolve_device(cfg.train.device)
 bench = make_benchmark(cfg); m = make_method(cfg); model = make_model(cfg, bench, m)
 learner = make_learner(cfg, model, m, bench, dev)
@@ -32,9 +37,11 @@ def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 before = rss()
 if dev.type == "cuda":
     torch.cuda.reset_peak_memory_stats(dev); base = torch.cuda.memory_allocated(dev)
+start = time.perf_counter()
 learner.train_experience(bench.train_stream[0])
+seconds = time.perf_counter() - start
 peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == "cuda" else rss() - before
-print(json.dumps({"method": method, "training_mb": peak, "process_peak_mb": rss()}))
+print(json.dumps({"method": method, "training_mb": peak, "process_peak_mb": rss(), "epoch_s": seconds}))
 """
 
 CHILD_SIM = r"""
@@ -62,11 +69,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clients", default="2,10,30")
     args = parser.parse_args()
-    rows = {m: child(CHILD_TRAIN, m, str(args.image_size), str(args.batch_size), args.device) for m in ("input_tuning", "finetune")}
-    for m, r in rows.items():
-        print(f"{m:14s} training memory {r['training_mb']:8.1f} MB (process peak {r['process_peak_mb']:.0f} MB)")
-    print(f"input tuning / full fine-tuning: {rows['input_tuning']['training_mb'] / rows['finetune']['training_mb']:.2f} "
-          f"({args.image_size} px, batch {args.batch_size}, {args.device})")
+    variants = {"input_tuning": ("input_tuning", "false"), "input_tuning+recompute": ("input_tuning", "true"), "finetune": ("finetune", "false")}
+    rows = {name: child(CHILD_TRAIN, m, str(args.image_size), str(args.batch_size), args.device, recompute)
+            for name, (m, recompute) in variants.items()}
+    for name, r in rows.items():
+        print(f"{name:24s} training memory {r['training_mb']:8.1f} MB (process peak {r['process_peak_mb']:.0f} MB), epoch {r['epoch_s']:.2f} s")
+    full = rows["finetune"]["training_mb"]
+    for name in ("input_tuning", "input_tuning+recompute"):
+        print(f"{name} / full fine-tuning: memory {rows[name]['training_mb'] / full:.2f}, time {rows[name]['epoch_s'] / rows['finetune']['epoch_s']:.2f} "
+              f"({args.image_size} px, batch {args.batch_size}, {args.device})")
     print("simulation process (inline backend: server + all clients in one process):")
     for n in args.clients.split(","):
         r = child(CHILD_SIM, n, f"/tmp/fedcl-memory-{n}")

@@ -86,6 +86,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 elsewhere), fp32, bf16, fp16
     channels_last: bool | None = None  # null: on for CUDA
     gpu_memory_fraction: float | None = None  # cap on this process's share of GPU memory
+    activation_checkpointing: bool = False  # recompute the backbone's activations in the backward pass: less memory, more compute
     num_threads: int | None = None
 
 

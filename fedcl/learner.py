@@ -53,6 +53,7 @@ class Learner:
         self.device = torch.device(device)
         self.plan = plan_execution(self.device, settings.precision, settings.channels_last, settings.gpu_memory_fraction)
         self.model = with_layout(model.to(self.device), self.plan)
+        model.backbone.set_activation_checkpointing(settings.activation_checkpointing)
         self.method = method
         self.settings = settings
         self.image_size = image_size

@@ -103,3 +103,27 @@ def test_unknown_names():
         create_backbone("timm:not_a_model", pretrained=False)
     with pytest.raises(ConfigError, match="unknown torchvision model"):
         create_backbone("torchvision:not_a_model", pretrained=False)
+
+
+def test_activation_checkpointing_gives_the_same_input_gradients(lite0):
+    x = torch.rand(2, 3, 48, 48)
+
+    def input_grad(enabled: bool):
+        lite0.set_activation_checkpointing(enabled)
+        delta = torch.zeros(1, 3, 48, 48, requires_grad=True)
+        out = lite0(x + delta)
+        out.square().sum().backward()
+        return out.detach(), delta.grad
+
+    try:
+        plain, recomputed = input_grad(False), input_grad(True)
+    finally:
+        lite0.set_activation_checkpointing(False)
+    assert torch.equal(plain[0], recomputed[0]) and torch.equal(plain[1], recomputed[1])
+
+
+def test_activation_checkpointing_on_a_backbone_without_it_is_a_config_error():
+    backbone = create_backbone("torchvision:resnet18", pretrained=False, image_size=32)
+    backbone.set_activation_checkpointing(False)  # asking for nothing is fine
+    with pytest.raises(ConfigError, match="does not support it"):
+        backbone.set_activation_checkpointing(True)

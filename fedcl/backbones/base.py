@@ -60,6 +60,17 @@ class FrozenBackbone(nn.Module):
             module.train(mode)
         return self
 
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Keep only block inputs during the forward pass and recompute the rest in the backward pass
+        (timm's ``set_grad_checkpointing``): the gradients are the same, the memory for activations much smaller."""
+        if not hasattr(self.model, "set_grad_checkpointing"):
+            if enabled:
+                from fedcl.errors import ConfigError
+
+                raise ConfigError(f"train.activation_checkpointing: backbone '{self.spec.name}' does not support it (timm backbones do)")
+            return
+        self.model.set_grad_checkpointing(enabled)
+
     def unfreeze(self, last_stages: int | None = None) -> list[nn.Parameter]:
         """Make the last ``last_stages`` stages (all when None) trainable; returns their parameters."""
         modules = [self.model] if last_stages is None else self._stages[len(self._stages) - last_stages :]
