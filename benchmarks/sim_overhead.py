@@ -1,11 +1,11 @@
 """Simulation overhead and scaling.
 
-    .venv/bin/python benchmarks/sim_overhead.py [--clients 2,10,50,100] [--rounds 3]
+    .venv/bin/python benchmarks/sim_overhead.py [--clients 2,10,50,100] [--rounds 4]
 
-1. Fixed per-round cost of Flower's Ray engine with trivial clients (a 1-float reply), against
-   the same trivial round on fedcl's in-process ``inline`` backend.
-2. fedcl's own wall time per round vs clients, image size and local epochs (inline backend),
-   and the fraction of it spent in client training.
+1. Per-round cost of Flower's Ray engine with trivial clients (a 1-float reply): the first round
+   (Ray workers start) apart from the later ones, against fedcl's in-process ``inline`` backend.
+2. fedcl's own wall time per round (after the first) vs clients, image size and local epochs, on
+   Ray and inline, and the summed client training time as a share of it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
+from round_timing import TimedFedAvg, first_and_steady
 
 from fedcl.config import build_config
 from fedcl.federation.inline import run_inline
@@ -41,15 +41,15 @@ def trivial_apps(clients: int, rounds: int, timings: dict):
     def main(grid: Grid, context: Context) -> None:
         while len(list(grid.get_node_ids())) < clients:
             time.sleep(0.1)
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=clients)
-        start = time.perf_counter()
+        strategy = TimedFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=clients)
         strategy.start(grid, ArrayRecord({"w": Array(np.zeros(1, dtype=np.float32))}), num_rounds=rounds, train_config=ConfigRecord({}))
-        timings["per_round_s"] = (time.perf_counter() - start) / rounds
+        timings["first_round_s"], timings["per_round_s"] = first_and_steady(strategy.round_seconds())
 
     return server, client
 
 
-def trivial_round(clients: int, rounds: int, backend: str) -> float:
+def trivial_round(clients: int, rounds: int, backend: str) -> tuple[float, float]:
+    """(first round, later rounds) in seconds, with trivial clients."""
     from flwr.simulation import run_simulation
 
     timings: dict = {}
@@ -62,17 +62,17 @@ def trivial_round(clients: int, rounds: int, backend: str) -> float:
             run_simulation(server_app=server, client_app=client, num_supernodes=clients,
                            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                            "init_args": {"include_dashboard": False, "logging_level": "error", "log_to_driver": False}})
-    return timings["per_round_s"]
+    return timings["first_round_s"], timings["per_round_s"]
 
 
-def fedcl_round(overrides: list[str]) -> tuple[float, float]:
-    """(wall seconds per round, fraction of it in client training) of a small fedcl run, inline backend."""
-    cfg = build_config("fedsmoke", None, ["federation.backend=inline", "federation.evaluate_clients=false",
+def fedcl_round(overrides: list[str], backend: str) -> tuple[float, float]:
+    """(wall seconds per round after the first, summed client training time / wall) of a small fedcl run."""
+    cfg = build_config("fedsmoke", None, [f"federation.backend={backend}", "federation.evaluate_clients=false",
                                           "federation.evaluate_every_round=false", 'federation.device_profiles=["server"]',
                                           "federation.partition=iid", "data.max_train_per_class=100", *overrides], schema=FedRunConfig)
     with tempfile.TemporaryDirectory() as out:
         r = run_federated(cfg, out, quiet=True)
-    rows = r["communication"]["per_round"]
+    rows = r["communication"]["per_round"][1:]  # the first round starts workers and fills caches
     wall = sum(row["real_round_time_s"] for row in rows) / len(rows)
     train = sum(row["client_train_time_s"] for row in rows) / len(rows)
     return wall, train / wall
@@ -81,14 +81,15 @@ def fedcl_round(overrides: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", default="2,10,50,100")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    print("1. trivial clients (1-float reply): seconds per round")
-    print(f"{'clients':>8s} {'Ray':>8s} {'inline':>8s}")
+    print("1. trivial clients (1-float reply): seconds per round (first round, then the mean of the later ones)")
+    print(f"{'clients':>8s} {'Ray 1st':>8s} {'Ray':>8s} {'inline':>8s}")
     for n in [int(c) for c in args.clients.split(",")]:
-        print(f"{n:8d} {trivial_round(n, args.rounds, 'ray'):8.3f} {trivial_round(n, args.rounds, 'inline'):8.3f}", flush=True)
-    print("\n2. fedcl input tuning, inline backend: training-phase seconds per round and the share spent training")
+        first, steady = trivial_round(n, args.rounds, "ray")
+        print(f"{n:8d} {first:8.3f} {steady:8.3f} {trivial_round(n, args.rounds, 'inline')[1]:8.3f}", flush=True)
+    print("\n2. fedcl input tuning: seconds per round after the first, and summed client training time / wall time")
     for label, overrides in [
         ("3 clients, 32 px, 1 epoch", []),
         ("6 clients, 32 px, 1 epoch", ["federation.num_clients=6"]),
@@ -96,9 +97,11 @@ def main() -> None:
         ("3 clients, 64 px, 1 epoch", ["data.image_size=64"]),
         ("3 clients, 32 px, 3 epochs", ["federation.local_epochs=3"]),
     ]:
-        wall, share = fedcl_round(overrides)
-        print(f"  {label:28s} {wall:7.2f} s/round, {100 * share:5.1f} % in client training", flush=True)
-
+        cells = []
+        for backend in ("ray", "inline"):
+            wall, share = fedcl_round(overrides, backend)
+            cells.append(f"{backend} {wall:6.2f} s/round, training {100 * share:5.1f} %")
+        print(f"  {label:28s} " + " | ".join(cells), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -37,7 +37,7 @@ class FedCLStrategy(FedAvg):
         # Flower's own wait has none, so later rounds sample whoever is connected instead of hanging.
         super().__init__(
             fraction_train=f.fraction_train,
-            fraction_evaluate=1.0 if f.evaluate_clients else 0.0,
+            fraction_evaluate=1.0,  # who evaluates is decided in configure_evaluate (federation.evaluate_clients)
             min_train_nodes=1,
             min_evaluate_nodes=1,
             min_available_nodes=1,
