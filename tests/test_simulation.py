@@ -1,5 +1,6 @@
 """Real federated runs on Flower's Ray simulation engine (3 clients, 32 px, a few samples)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,17 @@ def test_inline_backend_matches_ray(run, tmp_path):
     assert inline["accuracy_matrix"] == ray_results["accuracy_matrix"]
     assert inline["per_client"]["accuracy"] == ray_results["per_client"]["accuracy"]
     assert inline["trainable_bytes"] == ray_results["trainable_bytes"]
+
+
+def test_crashing_and_late_clients_on_ray(tmp_path):
+    """On Flower's Ray engine: a crash every round and one reply after the round's timeout; the run completes."""
+    faults = ["1:0", "2:1", "3:2", "4:0", "3:1:timeout"]
+    cfg = build_config("fedsmoke", None, OVERRIDES + ["federation.fraction_train=1.0", f"federation.fault_schedule={json.dumps(faults)}",
+                                                      "federation.round_timeout_s=20", "federation.evaluate_clients=false",
+                                                      'federation.device_profiles=["server"]'], schema=FedRunConfig)
+    results = run_ray_simulation(cfg, tmp_path)
+    rows = {row["round"]: row for row in results["communication"]["per_round"]}
+    assert [rows[r]["clients_failed"] for r in range(1, 5)] == [1, 1, 1, 1]
+    assert rows[3]["clients_timed_out"] == 1 and rows[3]["clients_trained"] == 1
+    assert all(rows[r]["clients_trained"] == 2 for r in (1, 2, 4))
+    assert results["final_avg_accuracy"] > 0.35

@@ -108,7 +108,7 @@ def save_client_state_after(learner: Learner, context: Context, folder: Path | N
         if state:
             states[plugin.name] = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             context.state[PLUGIN_STATE_PREFIX + plugin.name] = ArrayRecord(states[plugin.name])
-    if folder is not None and run_token:
+    if folder is not None and run_token and states:  # methods without client state write nothing
         save_client_state(folder, pid, server_round, states, rounds_trained, run_token)
 
 
