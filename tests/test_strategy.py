@@ -92,8 +92,8 @@ def test_message_size_is_the_sum_of_deflated_objects_and_close_to_the_payload():
     msg = configure(s, [7])[0]
     objects = get_all_nested_objects(msg)
     wire = sum(len(o.deflate()) for o in objects.values())
-    # the message's metadata is counted with its run and node ids at their widest varint (10 bytes each)
-    assert wire <= message_bytes(msg) <= wire + 3 * 9
+    # the message's metadata is counted with its run, node and task ids at their widest varint (10 bytes each)
+    assert wire <= message_bytes(msg) <= wire + 5 * 11
     payload = 4 * (12 + 4 + 5)
     assert payload < message_bytes(msg) < payload + 3000
 

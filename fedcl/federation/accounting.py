@@ -6,10 +6,12 @@ per object id. The size of a message is the sum of its objects' deflated bytes
 (transport framing such as gRPC/HTTP headers is not included). The simulation
 engine reports 0 network bytes, so fedcl counts them here, on both sides.
 
-Flower draws run and node ids at random and encodes them as varints (1 to 10
-bytes), so the same message can differ by a few bytes from run to run. The
-message's own object is counted with the ids that are set at their widest (10
-bytes each): at most a few bytes per id above the wire, and the same in every run with the same seed.
+Flower draws run, node and task ids at random and encodes them as varints (1 to
+10 bytes; engines leave some unset), so the same message can differ by a few
+bytes from run to run and engine to engine. The message's own object is counted
+with all five ids at their widest (10 bytes each): at most about 55 bytes per
+message above the wire, and the same in every run with the same seed, on Ray,
+inline or a real SuperLink.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ def _message_object_bytes(message: Message) -> int:
     proto = metadata_to_proto(message.metadata)
     proto.message_id = ""  # as in Message.deflate
     for name in ("run_id", "src_node_id", "dst_node_id", "src_task_id", "dst_task_id"):
-        if getattr(proto, name):  # ids that are set (0 and absent ones are not encoded)
-            setattr(proto, name, _WIDEST_ID)
+        setattr(proto, name, _WIDEST_ID)  # set or not, random or not: the same count on every engine
     error = error_to_proto(message.error) if message.has_error() else None
     body = ProtoMessage(metadata=proto, content=None, error=error).SerializeToString(deterministic=True)
     return len(add_header_to_object_body(body, message))
