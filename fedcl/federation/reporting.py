@@ -24,6 +24,12 @@ def print_federated_summary(results: dict[str, Any], path: Path) -> None:
     )
     console = wide_console()
     console.print(table)
+    rows = c["per_round"]
+    failed, late = sum(r.get("clients_failed", 0) for r in rows), sum(r.get("clients_timed_out", 0) for r in rows)
+    no_quorum = [r["round"] for r in rows if r.get("quorum") is False]
+    if failed or late or no_quorum:
+        console.print(f"[yellow]faults[/]: {failed} client failure(s), {late} late reply(ies)"
+                      + (f"; rounds without quorum (global model kept): {no_quorum}" if no_quorum else ""))
     if results.get("rejected_updates"):
         console.print(f"[yellow]{len(results['rejected_updates'])} client update(s) rejected[/]: {results['rejected_updates'][:3]}")
     console.print(f"results: {path}")
