@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from fedcl.backbones.loading import read_state_dict
@@ -25,3 +26,13 @@ def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     return read_state_dict(path)
+
+
+#: what reading a missing, truncated or foreign file with :func:`read_state_and_metadata` raises
+READ_ERRORS = (SafetensorError, OSError, ValueError)
+
+
+def read_state_and_metadata(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the string metadata of a file written by :func:`save_state`; raises one of :data:`READ_ERRORS`."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-
 from fedcl.errors import FedclError
-from fedcl.state_files import save_state
+from fedcl.state_files import READ_ERRORS, read_state_and_metadata, save_state
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "fedcl-checkpoint/1"
@@ -71,10 +69,8 @@ def load_checkpoint(path: str | Path, config: dict[str, Any]) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: no checkpoint at {path} (run without federation.resume first)")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+        tensors, meta = read_state_and_metadata(path)
+    except READ_ERRORS as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a fedcl checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")

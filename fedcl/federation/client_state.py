@@ -12,10 +12,8 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-
 from fedcl.errors import FedclError
-from fedcl.state_files import save_state
+from fedcl.state_files import READ_ERRORS, read_state_and_metadata, save_state
 
 KEEP = 2
 _NAME = re.compile(r"round-(\d+)\.safetensors$")
@@ -44,15 +42,14 @@ def load_client_state(root: str | Path, partition_id: int, before_round: int, ru
     """This run's newest state saved before ``before_round``: (plugin name -> state, rounds trained), or None."""
     for _, path in reversed([(r, p) for r, p in _rounds(Path(root) / str(partition_id)) if r < before_round]):
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("run-token") != run_token:
-                    continue
-                plugins: dict[str, dict[str, torch.Tensor]] = {}
-                for key in f.keys():
-                    name, _, tensor_key = key.partition("/")
-                    plugins.setdefault(name, {})[tensor_key] = f.get_tensor(key)
-        except (SafetensorError, OSError, ValueError) as exc:
+            tensors, meta = read_state_and_metadata(path)
+        except READ_ERRORS as exc:
             raise FedclError(f"client {partition_id}: its saved state {path} is corrupt ({exc})") from None
+        if meta.get("run-token") != run_token:
+            continue  # an earlier run's state
+        plugins: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in tensors.items():
+            name, _, tensor_key = key.partition("/")
+            plugins.setdefault(name, {})[tensor_key] = tensor
         return plugins, int(meta.get("rounds-trained", 0))
     return None
