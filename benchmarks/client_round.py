@@ -18,7 +18,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedcl.config import build_config
 from fedcl.federation.client_app import handle_train
 from fedcl.federation.codec import encode
-from fedcl.federation.runtime import benchmark_for, build_model
+from fedcl.builder import benchmark_for, build_model
 from fedcl.federation.settings import FedRunConfig
 
 

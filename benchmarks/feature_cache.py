@@ -16,7 +16,7 @@ import torch
 
 from fedcl.backbones import create_backbone
 from fedcl.config import build_config
-from fedcl.factory import make_benchmark, make_learner, make_method, make_model
+from fedcl.builder import make_benchmark, make_learner, make_method, make_model
 from fedcl.learner import FeatureCache
 
 

@@ -22,7 +22,7 @@ import sys
 CHILD_TRAIN = r"""
 import copy, json, resource, sys, torch
 from fedcl.config import build_config
-from fedcl.factory import make_benchmark, make_learner, make_method, make_model, resolve_device
+from fedcl.builder import make_benchmark, make_learner, make_method, make_model, resolve_device
 import time
 method, size, batch, device, recompute = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 cfg = build_config("default", None, [f"method.name={method}", f"data.image_size={size}", "data.num_tasks=1",

@@ -37,7 +37,7 @@ class Net(torch.nn.Module):
 
 
 def build_apps(cfg, rounds: int, timings: dict):
-    from fedcl.federation.runtime import benchmark_for, client_stream, schedule_for
+    from fedcl.builder import benchmark_for, client_stream, schedule_for
 
     client = ClientApp()
 

@@ -20,7 +20,7 @@ import torch
 
 from fedcl.backbones import create_backbone
 from fedcl.config import build_config
-from fedcl.factory import make_benchmark, make_learner, make_method, make_model, resolve_device
+from fedcl.builder import make_benchmark, make_learner, make_method, make_model, resolve_device
 from fedcl.precision import plan_execution
 
 

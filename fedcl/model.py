@@ -24,6 +24,12 @@ class ContinualModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.seen_tasks: list[int] = []
+        #: state keys a client learns and a server aggregates (set by the builder from the method)
+        self.exchanged_keys: list[str] = self.lightweight_keys()
+
+    def lightweight_keys(self) -> list[str]:
+        """Transform and head state keys: what travels when the backbone stays frozen."""
+        return [k for k in self.state_dict() if not k.startswith("backbone.")]
 
     def encode(self, images: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.backbone(self.transform(images, task_ids))
@@ -53,9 +59,9 @@ class ContinualModel(nn.Module):
 
     def exchanged_state(self) -> dict[str, torch.Tensor]:
         """What a client learns and a server aggregates: transform + head, plus the backbone
-        stages a method has unfrozen (fine-tuning baselines)."""
-        unfrozen = {f"backbone.{k}" for k in self.backbone.trainable_state_keys()}
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.") or k in unfrozen}
+        stages a method trains (:meth:`fedcl.methods.base.Method.exchanged_keys`)."""
+        state = self.state_dict()
+        return {k: state[k] for k in self.exchanged_keys}
 
     def aggregation_kinds(self) -> dict[str, str]:
         kinds = {f"transform.{k}": v for k, v in self.transform.aggregation_kinds().items()}

@@ -14,7 +14,7 @@ from fedcl.config import RunConfig
 from fedcl.data.scenarios import Benchmark
 from fedcl.methods.base import Method
 from fedcl.model import ContinualModel
-from fedcl.factory import make_benchmark, make_learner, make_method, make_model, resolve_device
+from fedcl.builder import make_benchmark, make_learner, make_method, make_model, resolve_device
 from fedcl.metrics import count_parameters, peak_memory_mb, summarize
 
 

@@ -5,7 +5,7 @@ import copy
 import torch
 
 from fedcl.config import build_config
-from fedcl.factory import make_benchmark, make_learner, make_method, make_model
+from fedcl.builder import make_benchmark, make_learner, make_method, make_model
 
 
 def tiny_learner(lite0, base: list[str], *overrides: str):

@@ -11,7 +11,7 @@ from flwr.clientapp import ClientApp
 
 from fedcl.federation.client_app import PLUGIN_STATE_PREFIX, build_client_app, handle_query, handle_train
 from fedcl.federation.inline import FIRST_NODE_ID, run_inline
-from fedcl.federation.runtime import benchmark_for, build_learner, build_model, client_stream, schedule_for
+from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, schedule_for
 from fedcl.federation.server_app import build_server_app
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_federated

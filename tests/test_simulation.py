@@ -9,7 +9,7 @@ import pytest
 
 from fedcl.config import build_config
 from fedcl.deploy.local import free_port
-from fedcl.federation.runtime import schedule_for
+from fedcl.builder import schedule_for
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_ray_simulation
 from fedcl.runner import without_wall_clock

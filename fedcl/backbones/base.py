@@ -71,20 +71,23 @@ class FrozenBackbone(nn.Module):
             return
         self.model.set_grad_checkpointing(enabled)
 
+    def _last_stages(self, last_stages: int | None) -> list[nn.Module]:
+        return [self.model] if last_stages is None else self._stages[len(self._stages) - last_stages :]
+
+    def stage_state_keys(self, last_stages: int | None = None) -> set[str]:
+        """State keys (weights and buffers) of the last ``last_stages`` stages (all when None)."""
+        names = {id(t): k for k, t in self.state_dict(keep_vars=True).items()}
+        return {names[id(t)] for m in self._last_stages(last_stages) for t in m.state_dict(keep_vars=True).values() if id(t) in names}
+
     def unfreeze(self, last_stages: int | None = None) -> list[nn.Parameter]:
         """Make the last ``last_stages`` stages (all when None) trainable; returns their parameters."""
-        modules = [self.model] if last_stages is None else self._stages[len(self._stages) - last_stages :]
+        modules = self._last_stages(last_stages)
         self._trainable = list(modules)
         params = [p for m in modules for p in m.parameters()]
         for p in params:
             p.requires_grad_(True)
         self.frozen = False
         return params
-
-    def trainable_state_keys(self) -> set[str]:
-        """State keys (weights and buffers) of the unfrozen stages: what a fine-tuning client must send."""
-        names = {id(t): k for k, t in self.state_dict(keep_vars=True).items()}
-        return {names[id(t)] for m in self._trainable for t in m.state_dict(keep_vars=True).values() if id(t) in names}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

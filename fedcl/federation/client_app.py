@@ -1,7 +1,7 @@
 """The fedcl ClientApp: one edge device training on its own non-stationary stream.
 
 Each call is ephemeral; the frozen backbone and the data live in the worker
-(:mod:`fedcl.federation.runtime`), and per-client progress lives in ``context.state``.
+(:mod:`fedcl.builder`), and per-client progress lives in ``context.state``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from fedcl.federation.app_config import resolve_config
 from fedcl.federation.client_state import load_client_state, save_client_state
 from fedcl.federation.codec import decode, encode
 from fedcl.federation.profiles import client_profile, is_unavailable
-from fedcl.federation.runtime import (
+from fedcl.builder import (
     benchmark_for, build_learner, with_local_data, build_model, derived_seed, limit_threads, load_state, schedule_for, seen_tasks, training_experience,
 )
 from fedcl.federation.settings import FedRunConfig, fault_schedule

@@ -20,7 +20,7 @@ from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
 from fedcl.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError, check_state, load_checkpoint, save_checkpoint
 from fedcl.federation.codec import encode
-from fedcl.federation.runtime import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
+from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.privacy import noise_std
 from fedcl.federation.strategy import FedCLStrategy

@@ -90,6 +90,11 @@ class Method(Plugin):
         """Set ``requires_grad`` and return optimiser parameter groups."""
         raise NotImplementedError
 
+    def exchanged_keys(self, model: ContinualModel) -> list[str]:
+        """The state keys that travel in a federation, declared from the model alone (no learner needed):
+        transform and head; fine-tuning methods add the backbone stages they train."""
+        return model.lightweight_keys()
+
     def can_cache_features(self, model: ContinualModel) -> bool:
         """True when backbone features of an input never change (identity transform, frozen backbone)."""
         return not self.uses_transform and model.backbone.frozen

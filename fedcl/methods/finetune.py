@@ -20,6 +20,10 @@ class FullFinetune(Method):
         params = model.backbone.unfreeze(self.last_stages)
         return [{"params": params, "lr": settings.backbone_lr, "name": "backbone"}] + head_group(model, settings)
 
+    def exchanged_keys(self, model):
+        stages = model.backbone.stage_state_keys(self.last_stages)
+        return [k for k in model.state_dict() if not k.startswith("backbone.") or k.removeprefix("backbone.") in stages]
+
 
 @METHODS.register("partial_finetune")
 class PartialFinetune(FullFinetune):

@@ -1,30 +1,95 @@
-"""What a worker process builds once and reuses across rounds and clients.
+"""Builds everything a run needs from its config, in one place (as Flower's ``task.py``): backbone,
+data, model, method and learner, for the single-device runner, the ClientApp and the ServerApp alike.
 
-ClientApps are ephemeral (one call per message), but Ray workers live for the
-whole simulation: the frozen backbone, the decoded dataset and the client
-partitions are cached per process, keyed by the settings they depend on.
+ClientApps are ephemeral (one call per message), but simulation workers live for the whole
+run: the frozen backbone, the decoded dataset and the client partitions are cached per
+process, keyed by the settings they depend on.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 
 import torch
 
 from fedcl.backbones import FrozenBackbone, create_backbone
-from fedcl.config import config_from_dict
-from fedcl.data.scenarios import Benchmark, Experience
-from fedcl.factory import make_benchmark, make_method, make_model, make_plugins, resolve_device, train_settings
-from fedcl.federation.partitions import client_streams
+from fedcl.config import FedRunConfig, RunConfig, config_from_dict
+from fedcl.data import Benchmark, build_benchmark, load_dataset
+from fedcl.data.scenarios import Experience
 from fedcl.federation.schedule import TaskSchedule
-from fedcl.federation.settings import FedRunConfig
-from fedcl.learner import Learner
-from fedcl.methods import Method, create_plugin
+from fedcl.heads import create_head
+from fedcl.learner import Learner, TrainSettings
+from fedcl.methods import Method, Plugin, create_method, create_plugin
 from fedcl.model import ContinualModel
+from fedcl.transforms import create_transform
 
 
+# ---------------------------------------------------------------------- components
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def make_benchmark(cfg: RunConfig) -> Benchmark:
+    d = cfg.data
+    return build_benchmark(
+        load_dataset(d.dataset, d.root, d.download),
+        scenario=d.scenario,
+        num_tasks=d.num_tasks,
+        classes_per_task=d.classes_per_task,
+        class_order=d.class_order,
+        shuffle_classes=d.shuffle_classes,
+        max_train_per_class=d.max_train_per_class,
+        max_test_per_class=d.max_test_per_class,
+        domains=d.domains,
+        seed=cfg.seed,
+    )
+
+
+def make_backbone(cfg: RunConfig) -> FrozenBackbone:
+    m = cfg.model
+    return create_backbone(m.backbone, pretrained=m.pretrained, checkpoint=m.checkpoint, image_size=cfg.data.image_size)
+
+
+def make_method(cfg: RunConfig) -> Method:
+    return create_method(cfg.method.name, **cfg.method.options)
+
+
+def make_plugins(cfg: RunConfig) -> list[Plugin]:
+    return [create_plugin(name, **options) for name, options in cfg.method.plugins.items()]
+
+
+def make_model(cfg: RunConfig, benchmark: Benchmark, method: Method, backbone: FrozenBackbone | None = None) -> ContinualModel:
+    """Transform + backbone + head; the transform is the identity for methods that do not tune the input.
+    The method declares which state keys travel (:meth:`Method.exchanged_keys`), without a learner."""
+    torch.manual_seed(cfg.seed)
+    t = cfg.model.transform
+    name = t.name if method.uses_transform else "none"
+    transform = create_transform(name, cfg.data.image_size, per_task=t.per_task and name != "none", num_tasks=benchmark.num_tasks, **t.options)
+    backbone = backbone or make_backbone(cfg)
+    head = create_head(cfg.model.head.name, backbone.feature_dim, benchmark.num_classes, benchmark.task_classes, **cfg.model.head.options)
+    model = ContinualModel(transform, backbone, head)
+    model.exchanged_keys = method.exchanged_keys(model)
+    return model
+
+
+def train_settings(cfg: RunConfig) -> TrainSettings:
+    return TrainSettings(**dataclasses.asdict(cfg.train), seed=cfg.seed)
+
+
+def make_learner(cfg: RunConfig, model: ContinualModel, method: Method, benchmark: Benchmark, device: torch.device) -> Learner:
+    return Learner(model, method, train_settings(cfg), cfg.data.image_size, device, benchmark.task_ids_at_test, make_plugins(cfg))
+
+
+# ---------------------------------------------------------------------- federated: cached per worker process
 @functools.lru_cache(maxsize=2)
 def shared_backbone(name: str, pretrained: bool, checkpoint: str | None, image_size: int) -> FrozenBackbone:
     """One frozen backbone per worker process (read-only, shared by every client it runs)."""
@@ -51,6 +116,8 @@ def benchmark_for(cfg: FedRunConfig) -> Benchmark:
 
 @functools.lru_cache(maxsize=2)
 def _streams(key: str) -> list[list[Experience]]:
+    from fedcl.federation.partitions import client_streams  # (flwr-datasets: only federated runs need it)
+
     cfg = _cfg_from(json.loads(key))
     f = cfg.federation
     return client_streams(benchmark_for(cfg), f.partition, f.num_clients, f.dirichlet_alpha, f.shards_per_client, cfg.seed)
@@ -90,15 +157,15 @@ def training_experience(cfg: FedRunConfig, partition_id: int, task: int, data_ro
     return _training_experience(_key(cfg, "seed", "data", "federation", "method"), partition_id, task, data_root)
 
 
+def schedule_for(cfg: FedRunConfig) -> TaskSchedule:
+    f = cfg.federation
+    return TaskSchedule(cfg.data.num_tasks, f.rounds_per_task, f.boundary_jitter, f.task_order, cfg.seed)
+
+
 def seen_tasks(cfg: FedRunConfig, partition_id: int, server_round: int) -> list[int]:
     if trains_jointly(cfg):
         return list(range(cfg.data.num_tasks)) if server_round > 0 else []
     return schedule_for(cfg).seen_tasks(partition_id, server_round)
-
-
-def schedule_for(cfg: FedRunConfig) -> TaskSchedule:
-    f = cfg.federation
-    return TaskSchedule(cfg.data.num_tasks, f.rounds_per_task, f.boundary_jitter, f.task_order, cfg.seed)
 
 
 def build_model(cfg: FedRunConfig, benchmark: Benchmark) -> tuple[ContinualModel, Method]:
