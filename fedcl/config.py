@@ -129,6 +129,7 @@ class FederationConfig:
     min_train_replies: int = 1  # a round with fewer valid updates keeps the global model (and says so)
     dp_clipping_norm: float | None = None  # central DP: clip each client's update to this L2 norm (Flower's fixed clipping)
     dp_noise_multiplier: float = 0.0  # central DP: Gaussian noise std = multiplier * clipping_norm / sampled clients
+    dp_delta: float = 1e-5  # central DP: the delta at which epsilon is reported (results.json["privacy"]), in (0, 1)
     checkpoint_every: int = 1  # the server checkpoints every k rounds (0: never)
     resume: bool = False  # continue from the checkpoint in the output folder
     device_profiles: list[str] = field(default_factory=lambda: ["jetson_nano", "raspberry_pi_4", "phone", "laptop"])

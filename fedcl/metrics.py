@@ -14,11 +14,19 @@ def final_average_accuracy(matrix: np.ndarray) -> float:
 
 
 def average_forgetting(matrix: np.ndarray) -> float:
-    """Mean over tasks j < T-1 of max_{i<T-1} R[i][j] - R[T-1][j] (0 for a single task)."""
+    """Mean over tasks j < T-1 of max_{j<=i<T-1} R[i][j] - R[T-1][j]: the best accuracy on task j
+    once it has been learned (rows before it do not count), minus the final one (0 for a single task)."""
     t = matrix.shape[0]
     if t < 2:
         return 0.0
-    return float(np.mean([matrix[: t - 1, j].max() - matrix[t - 1, j] for j in range(t - 1)]))
+    return float(np.mean([matrix[j : t - 1, j].max() - matrix[t - 1, j] for j in range(t - 1)]))
+
+
+def average_incremental_accuracy(matrix: np.ndarray) -> float:
+    """Mean over steps i of the mean accuracy on the tasks seen so far, R[i][0..i] (Rebuffi et al., 2017).
+    A matrix with fewer rows than tasks (joint training: one row) averages each row over every task."""
+    rows, cols = matrix.shape
+    return float(np.mean([matrix[i, : i + 1 if rows == cols else cols].mean() for i in range(rows)]))
 
 
 def backward_transfer(matrix: np.ndarray) -> float:
@@ -44,6 +52,7 @@ def forward_transfer(matrix: np.ndarray, initial: np.ndarray | None) -> float | 
 def summarize(matrix: np.ndarray, initial: np.ndarray | None = None) -> dict[str, float | None]:
     return {
         "final_avg_accuracy": final_average_accuracy(matrix),
+        "avg_incremental_accuracy": average_incremental_accuracy(matrix),
         "avg_forgetting": average_forgetting(matrix),
         "bwt": backward_transfer(matrix),
         "fwt": forward_transfer(matrix, initial),

@@ -6,12 +6,13 @@ import torch
 
 from fedcl.config import build_config
 from fedcl.errors import ConfigError, FedclError
-from fedcl.federation.aggregation import ClientUpdate, ServerAdam, aggregate
+from fedcl.federation.aggregation import ClientUpdate, aggregate
 from fedcl.federation.codec import BadUpdateError, decode, encode
 from fedcl.federation.partitions import partition_indices
 from fedcl.federation.profiles import PROFILES, client_profile, is_unavailable, simulated_client_time
 from fedcl.federation.schedule import TaskSchedule
 from fedcl.federation.server_app import wait_for_nodes
+from fedcl.federation.server_optimizer import ServerAdam
 from fedcl.federation.settings import FedRunConfig
 
 

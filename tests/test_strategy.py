@@ -3,22 +3,20 @@
 import pytest
 import torch
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedcl.config import build_config
 from fedcl.federation.accounting import message_bytes
 from fedcl.federation.codec import encode
+from fedcl.federation.flower_adapter import get_all_nested_objects, set_source, task_identity
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.strategy import FedCLStrategy
 
 
 @pytest.fixture(autouse=True)
-def task_identity():
+def identity():
     """Flower stamps messages with the run's identity; give this process one."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None
+    with task_identity(1, 0, 1):
+        yield
 
 
 class FakeGrid:
@@ -35,7 +33,7 @@ class FakeGrid:
         for m in messages:
             assert m.metadata.message_type == "query"
             answer = Message(content=RecordDict({"metrics": MetricRecord({"partition-id": self.nodes.index(m.metadata.dst_node_id)})}), reply_to=m)
-            answer.metadata.__dict__["_src_node_id"] = m.metadata.dst_node_id
+            set_source(answer, m.metadata.dst_node_id)
             out.append(answer)
         return out
 
@@ -44,7 +42,7 @@ def configure(s, nodes, server_round=1):
     """Discover ``nodes`` (partition id = index) and configure a training round for them."""
     grid = FakeGrid(nodes)
     s.discover(grid, timeout=1)
-    return list(s.configure_train(server_round, None, ConfigRecord(), grid))
+    return s.train_messages(server_round, ConfigRecord(), grid)
 
 
 def strategy(**overrides):
@@ -73,18 +71,19 @@ def test_round_aggregates_by_hand_counts_bytes_and_rejects_bad_updates():
         reply(by_node[103], 2, 9.0, [5, 5, 0, 0], crc=999),  # another backbone: rejected
         reply(by_node[104], 3, 7.0, [2, 0, 0, 0], state={"head.fc.weight": torch.zeros(2, 2)}),  # malformed: rejected
     ]
-    arrays, metrics = s.aggregate_train(1, replies)
+    metrics = s.aggregate_train(1, replies)
     w = s.global_state
     # class 0: clients 0 and 1 with 3 and 1 examples -> (3*1 + 1*5) / 4 = 2; class 1 only client 0; class 2 only client 1
     assert torch.allclose(w["head.fc.bias"], torch.tensor([2.0, 1.0, 5.0, 0.0]))
     assert torch.allclose(w["transform.delta"], torch.full((5,), (4 * 1.0 + 5 * 5.0) / 9))
-    assert metrics["clients-trained"] == 2 and torch.allclose(torch.from_numpy(arrays["head.fc.bias"].numpy()), w["head.fc.bias"])
-    assert len(s.rejected) == 2 and "fingerprint mismatch" in s.rejected[0] and "client 3" in s.rejected[1] and "keys do not match" in s.rejected[1]
+    rejected = s.recorder.rejected
+    assert metrics["clients-trained"] == 2 and metrics["num-examples"] == 9
+    assert len(rejected) == 2 and "fingerprint mismatch" in rejected[0] and "client 3" in rejected[1] and "keys do not match" in rejected[1]
     # every message counted at its exact serialized size, per client
     for node, pid in ((101, 0), (102, 1), (103, 2), (104, 3)):
-        assert s.ledger.down[1][pid] == message_bytes(by_node[node])
-    assert s.ledger.up[1][0] == message_bytes(replies[0])
-    assert s.ledger.total("up") == sum(message_bytes(r) for r in replies)
+        assert s.recorder.ledger.down[1][pid] == message_bytes(by_node[node])
+    assert s.recorder.ledger.up[1][0] == message_bytes(replies[0])
+    assert s.recorder.ledger.total("up") == sum(message_bytes(r) for r in replies)
 
 
 def test_message_size_is_the_sum_of_deflated_objects_and_close_to_the_payload():
@@ -128,7 +127,7 @@ def test_robust_aggregation_ignores_one_huge_update(method):
     s = strategy(**{"federation.aggregation": method})
     huge = {"head.fc.weight": torch.full((4, 3), 1e6), "head.fc.bias": torch.full((4,), 1e6), "transform.delta": torch.full((5,), 1e6)}
     s.aggregate_train(1, _honest_and_malicious(s, huge))
-    assert s.rejected == []  # accepted, but outvoted
+    assert s.recorder.rejected == []  # accepted, but outvoted
     assert all(float(v.abs().max()) < 2.0 for v in s.global_state.values())
     weighted = strategy()
     weighted.aggregate_train(1, _honest_and_malicious(weighted, huge))
@@ -139,7 +138,7 @@ def test_norm_bound_refuses_large_updates_and_names_the_client():
     s = strategy(**{"federation.max_update_norm": 10.0})
     huge = {"head.fc.weight": torch.full((4, 3), 50.0), "head.fc.bias": torch.zeros(4), "transform.delta": torch.zeros(5)}
     s.aggregate_train(1, _honest_and_malicious(s, huge))
-    assert len(s.rejected) == 1 and "client 4" in s.rejected[0] and "exceeds federation.max_update_norm=10" in s.rejected[0]
+    assert len(s.recorder.rejected) == 1 and "client 4" in s.recorder.rejected[0] and "exceeds federation.max_update_norm=10" in s.recorder.rejected[0]
     assert float(s.global_state["head.fc.weight"].max()) < 2.0
 
 
@@ -156,6 +155,6 @@ def test_malformed_updates_are_refused_with_the_reason(bad, reason):
     good = {"head.fc.weight": torch.ones(4, 3), "head.fc.bias": torch.ones(4), "transform.delta": torch.ones(5)}
     sent = configure(s, [1, 2])
     s.aggregate_train(1, [reply(sent[0], 0, 1.0, [1, 1, 1, 1]), reply(sent[1], 1, 0.0, [1, 1, 1, 1], state={**good, **bad})])
-    assert len(s.rejected) == 1 and reason in s.rejected[0], s.rejected
+    assert len(s.recorder.rejected) == 1 and reason in s.recorder.rejected[0], s.recorder.rejected
     assert all(torch.isfinite(v).all() for v in s.global_state.values())
     assert torch.allclose(s.global_state["transform.delta"], torch.ones(5))  # only the good client counted

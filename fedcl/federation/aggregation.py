@@ -1,9 +1,18 @@
-"""Server-side aggregation of client updates (pure functions, tested by hand).
+"""Combining client updates, part by part, over the clients that trained each part (pure functions).
 
 Only the exchanged (lightweight) state is aggregated. Each key has a kind
-(:meth:`ContinualModel.aggregation_kinds`): class-aware rows for heads, per-task
-weights for per-task parts, sums for sufficient statistics, examples otherwise.
-Where no client contributed (weight 0), the global value is kept.
+(:meth:`ContinualModel.aggregation_kinds`):
+
+- ``class_rows``: row c is combined over the clients that trained class c (with weight = the
+  samples of class c in their loss, replayed and distilled ones included);
+- ``task:k``: combined over the clients that trained task k (weight = its samples);
+- ``examples``: combined over every client that trained (weight = its samples);
+- ``sum``: sufficient statistics; the global value plus the sum of the clients' changes. A reply may
+  omit a 'sum' key: it has no new statistics (zero change).
+
+Where no client contributed, the global value is kept; :class:`Combined` says where that was
+(``touched``), so that a server optimiser moves only what was trained. The aggregator for a part
+(weighted mean, median, trimmed mean, Krum) comes from :mod:`fedcl.federation.aggregators`.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from fedcl.federation.aggregators import Aggregator, create_aggregator
 
 
 @dataclass
@@ -21,65 +32,80 @@ class ClientUpdate:
     task_examples: list[int]
 
 
-def _weights(kind: str, update: ClientUpdate, shape: torch.Size) -> torch.Tensor:
+@dataclass
+class Combined:
+    """The new global state and, per averaged key, a bool mask of the elements some client trained."""
+
+    state: dict[str, torch.Tensor]
+    touched: dict[str, torch.Tensor]
+
+
+def _row_weights(kind: str, update: ClientUpdate, rows: int) -> torch.Tensor:
+    """The client's weight for each row of a key ([rows]; one row unless ``class_rows``)."""
     if kind == "class_rows":
-        w = torch.tensor(update.class_counts, dtype=torch.float64)
-        return w.view(-1, *([1] * (len(shape) - 1)))
+        return torch.tensor(update.class_counts, dtype=torch.float64)
     if kind.startswith("task:"):
-        return torch.tensor(float(update.task_examples[int(kind[5:])]), dtype=torch.float64)
-    return torch.tensor(float(update.num_examples), dtype=torch.float64)
+        task = int(kind[5:])
+        return torch.tensor([float(update.task_examples[task]) if task < len(update.task_examples) else 0.0], dtype=torch.float64)
+    return torch.full((rows,), float(update.num_examples), dtype=torch.float64)
+
+
+def _as_rows(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """[rows, elements]: class rows keep their first dimension, anything else is one row."""
+    t = t.double()
+    return t.reshape(t.shape[0], -1) if kind == "class_rows" and t.dim() > 0 else t.reshape(1, -1)
+
+
+def combine_key(current: torch.Tensor, values: list[torch.Tensor], weights: torch.Tensor, kind: str,
+                aggregator: Aggregator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One key: each group of rows trained by the same clients goes through ``aggregator`` together.
+    ``weights``: [clients, rows]. Returns (new value, bool mask of touched elements)."""
+    g = _as_rows(current, kind)
+    out = g.clone()
+    touched = torch.zeros(g.shape[0], dtype=torch.bool)
+    if values:
+        stacked = torch.stack([_as_rows(v, kind) for v in values])
+        contributed = weights > 0
+        for pattern in torch.unique(contributed.T, dim=0):
+            if not pattern.any():
+                continue
+            rows = (contributed.T == pattern).all(dim=1).nonzero(as_tuple=True)[0]
+            clients = pattern.nonzero(as_tuple=True)[0]
+            part = stacked[clients][:, rows]
+            out[rows] = aggregator(part, weights[clients][:, rows].unsqueeze(-1))
+            touched[rows] = True
+    mask = touched.unsqueeze(1).expand_as(g).reshape(current.shape)
+    return out.reshape(current.shape).to(current.dtype), mask
+
+
+def add_changes(current: torch.Tensor, key: str, updates: list[ClientUpdate]) -> torch.Tensor:
+    """Sufficient statistics: global + sum over the clients of (their value - global); omitted = no change."""
+    g = current.double()
+    return (g + sum((u.state[key].double() - g for u in updates if key in u.state), torch.zeros_like(g))).to(current.dtype)
+
+
+def combine(global_state: dict[str, torch.Tensor], updates: list[ClientUpdate], kinds: dict[str, str],
+            aggregator: Aggregator | None = None) -> Combined:
+    """Every key of the global state combined over the clients that trained it."""
+    aggregator = aggregator or create_aggregator("weighted")
+    weighted = create_aggregator("weighted")
+    state, touched = {}, {}
+    for key, current in global_state.items():
+        kind = kinds.get(key, "examples")
+        if kind == "sum":
+            state[key] = add_changes(current, key, updates)
+            continue
+        rows = _as_rows(current, kind).shape[0]
+        weights = torch.stack([_row_weights(kind, u, rows) for u in updates]) if updates else torch.zeros(0, rows)
+        # integer buffers (e.g. BatchNorm's counters) are averaged; robust rules are for float parameters
+        chosen = aggregator if current.is_floating_point() else weighted
+        state[key], touched[key] = combine_key(current, [u.state[key] for u in updates], weights, kind, chosen)
+    return Combined(state, touched)
 
 
 def aggregate(global_state: dict[str, torch.Tensor], updates: list[ClientUpdate], kinds: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Weighted averages (or sums of changes) of the clients' states, key by key."""
-    if not updates:
-        return {k: v.clone() for k, v in global_state.items()}
-    out = {}
-    for key, current in global_state.items():
-        kind = kinds.get(key, "examples")
-        g = current.double()
-        if kind == "sum":
-            out[key] = (g + sum(u.state[key].double() - g for u in updates)).to(current.dtype)
-            continue
-        num = torch.zeros_like(g)
-        den = None
-        for u in updates:
-            w = _weights(kind, u, current.shape)
-            num = num + w * u.state[key].double()
-            den = w if den is None else den + w
-        den = den.expand_as(g) if den.dim() else den.expand(g.shape)
-        avg = torch.where(den > 0, num / den.clamp(min=1e-12), g)
-        out[key] = avg.to(current.dtype)
-    return out
-
-
-class ServerAdam:
-    """FedAdam-style server optimiser (Reddi et al., 2021) on the pseudo-gradient avg - global."""
-
-    def __init__(self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-9) -> None:
-        self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
-        self.steps = 0
-        self.m: dict[str, torch.Tensor] = {}
-        self.v: dict[str, torch.Tensor] = {}
-
-    def step(self, global_state: dict[str, torch.Tensor], averaged: dict[str, torch.Tensor], kinds: dict[str, str]) -> dict[str, torch.Tensor]:
-        self.steps += 1
-        # bias-corrected step size, as in Flower's FedAdam
-        lr = self.lr * (1 - self.beta2**self.steps) ** 0.5 / (1 - self.beta1**self.steps)
-        out = {}
-        for key, g in global_state.items():
-            if not g.is_floating_point() or kinds.get(key) == "sum":
-                out[key] = averaged[key]
-                continue
-            delta = averaged[key] - g
-            m = self.beta1 * self.m.get(key, torch.zeros_like(g)) + (1 - self.beta1) * delta
-            v = self.beta2 * self.v.get(key, torch.zeros_like(g)) + (1 - self.beta2) * delta * delta
-            self.m[key], self.v[key] = m, v
-            out[key] = g + lr * m / (v.sqrt() + self.tau)
-        return out
-
-
-ROBUST = ("median", "trimmed_mean", "krum")
+    """Class- and task-aware weighted averages (and sums of changes), key by key."""
+    return combine(global_state, updates, kinds).state
 
 
 def averaged_float_keys(global_state: dict[str, torch.Tensor], kinds: dict[str, str]) -> list[str]:
@@ -93,47 +119,3 @@ def update_norm(state: dict[str, torch.Tensor], global_state: dict[str, torch.Te
     for key in averaged_float_keys(global_state, kinds):
         total += float((state[key].double() - global_state[key].double()).pow(2).sum())
     return total**0.5
-
-
-def clip_update(state: dict[str, torch.Tensor], global_state: dict[str, torch.Tensor], kinds: dict[str, str],
-                clipping_norm: float) -> dict[str, torch.Tensor]:
-    """The client's state with its change to the averaged float parts clipped to ``clipping_norm`` (Flower's
-    ``compute_clip_model_update``: FlatClip of the whole update)."""
-    from flwr.supercore.differential_privacy import compute_clip_model_update
-
-    keys = averaged_float_keys(global_state, kinds)
-    new = [state[k].double().numpy().copy() for k in keys]
-    compute_clip_model_update(new, [global_state[k].double().numpy() for k in keys], clipping_norm)
-    return {**state, **{k: torch.from_numpy(v).to(global_state[k].dtype) for k, v in zip(keys, new)}}
-
-
-def _krum_choice(updates: list[ClientUpdate], keys: list[str], byzantine: int) -> int:
-    """Index of the update with the smallest summed squared distance to its n - f - 2 nearest others."""
-    flat = torch.stack([torch.cat([u.state[k].double().flatten() for k in keys]) for u in updates])
-    dist = torch.cdist(flat, flat).pow(2)
-    closest = max(1, len(updates) - byzantine - 2)
-    scores = [float(dist[i][torch.arange(len(updates)) != i].sort().values[:closest].sum()) for i in range(len(updates))]
-    return min(range(len(updates)), key=scores.__getitem__)
-
-
-def robust_aggregate(global_state: dict[str, torch.Tensor], updates: list[ClientUpdate], kinds: dict[str, str],
-                     method: str, trim_fraction: float = 0.2, byzantine: int = 1) -> dict[str, torch.Tensor]:
-    """Coordinate-wise median, trimmed mean, or Krum of the float, averaged parts; sufficient statistics
-    ('sum' kinds, e.g. NCM) and integer buffers are still combined by :func:`aggregate`."""
-    out = aggregate(global_state, updates, kinds)
-    keys = averaged_float_keys(global_state, kinds)
-    if not updates or not keys:
-        return out
-    if method == "krum":
-        chosen = updates[_krum_choice(updates, keys, byzantine)]
-        return {**out, **{k: chosen.state[k].to(global_state[k].dtype).clone() for k in keys}}
-    for key in keys:
-        stacked = torch.stack([u.state[key].double() for u in updates])
-        if method == "median":
-            value = stacked.median(dim=0).values
-        else:
-            cut = int(trim_fraction * len(updates))
-            ordered = stacked.sort(dim=0).values
-            value = ordered[cut : len(updates) - cut].mean(dim=0)
-        out[key] = value.to(global_state[key].dtype)
-    return out

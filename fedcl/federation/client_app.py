@@ -6,22 +6,29 @@ Each call is ephemeral; the frozen backbone and the data live in the worker
 
 from __future__ import annotations
 
-import random
-import time
 from pathlib import Path
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedcl.builder import (
+    benchmark_for,
+    build_learner,
+    build_model,
+    derived_seed,
+    limit_threads,
+    load_state,
+    schedule_for,
+    seen_tasks,
+    training_experience,
+    with_local_data,
+)
 from fedcl.federation.app_config import resolve_config
 from fedcl.federation.client_state import load_client_state, save_client_state
-from fedcl.federation.codec import decode, encode
+from fedcl.federation.codec import decode, encode_update
+from fedcl.federation.faults import fault_mod, has_faults
 from fedcl.federation.profiles import client_profile, is_unavailable
-from fedcl.builder import (
-    benchmark_for, build_learner, with_local_data, build_model, derived_seed, limit_threads, load_state, schedule_for, seen_tasks, training_experience,
-)
-from fedcl.federation.settings import FedRunConfig, fault_schedule
+from fedcl.federation.settings import FedRunConfig
 from fedcl.learner import Learner
 
 STATE_KEY = "fedcl-client"
@@ -56,32 +63,18 @@ def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_roun
     model, method = build_model(cfg, benchmark)
     # the learner first: its method unfreezes what it trains, which decides what the model exchanges
     learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
-    load_state(model, decode(msg.content["arrays"], model.exchanged_state(), source="global model"))
+    received = decode(msg.content["arrays"], model.exchanged_state(), source="global model")
+    load_state(model, received)
     seen = seen_tasks(cfg, pid, server_round)
     model.seen_tasks = list(seen)
     learner.seen_classes.update(c for t in seen for c in benchmark.task_classes[t])
-    return benchmark, model, learner, seen
+    return benchmark, model, learner, seen, received
 
 
 def state_dir(context: Context, default: str | Path | None) -> Path | None:
     """Where this client keeps its state on disk: ``--node-config 'state-dir="..."'``, else the simulation's folder."""
     folder = context.node_config.get("state-dir") or default
     return Path(str(folder)) if folder else None
-
-
-class InjectedFault(RuntimeError):
-    """A crash injected by ``federation.fault_rate`` or ``federation.fault_schedule`` (robustness experiments)."""
-
-
-def injected_fault(cfg: FedRunConfig, pid: int, server_round: int) -> str | None:
-    """The fault this client suffers in this round ("crash" or "timeout"), if any: scheduled, else drawn from the seed."""
-    scheduled = fault_schedule(cfg).get((server_round, pid))
-    if scheduled:
-        return scheduled
-    rate = cfg.federation.fault_rate
-    if rate > 0 and random.Random(f"{cfg.seed}-fault-{pid}-{server_round}").random() < rate:
-        return cfg.federation.fault_kind
-    return None
 
 
 def restore_client_state(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int, run_token: str) -> None:
@@ -119,16 +112,11 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     root = data_root(context)
     experience = training_experience(cfg, pid, task, root)
     profile = client_profile(cfg.federation.device_profiles, pid, cfg.seed)
-    fault = injected_fault(cfg, pid, server_round)
-    if fault == "crash":
-        raise InjectedFault(f"client {pid} crashed in round {server_round} (injected fault)")
-    if fault == "timeout":  # the reply comes, but after the server stopped waiting
-        time.sleep(cfg.federation.round_timeout_s * 1.5 + 1)
     base = {"partition-id": pid, "task": task, "num-examples": 0, "train-time-s": 0.0, "loss": 0.0}
     if is_unavailable(profile, pid, server_round, cfg.seed) or len(experience) == 0:
         return _reply(msg, {**base, "unavailable": int(len(experience) > 0)})
 
-    benchmark, model, learner, seen = _global_model_learner(cfg, msg, pid, server_round, root)
+    _, model, learner, seen, received = _global_model_learner(cfg, msg, pid, server_round, root)
     folder = state_dir(context, default_state_dir)
     run_token = str(msg.content["config"].get("run-token", ""))
     restore_client_state(learner, context, folder, pid, server_round, run_token)
@@ -140,27 +128,27 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     context.state[STATE_KEY] = record
     save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token)
 
-    class_counts = torch.bincount(experience.data.labels, minlength=benchmark.num_classes).tolist()
-    task_examples = torch.bincount(experience.task_ids_of(torch.arange(len(experience))), minlength=benchmark.num_tasks).tolist()
     metrics = {
         **base,
         "num-examples": len(experience),
         "train-time-s": stats["train_time_s"],
         "loss": stats["loss"],
-        "class-counts": class_counts,
-        "task-examples": task_examples,
+        # samples in the loss per class and per task, replayed and distilled ones included: the server's weights
+        "class-counts": stats["class_counts"],
+        "task-examples": stats["task_counts"],
         "rounds-trained": int(record["rounds-trained"]),
         # the frozen backbone after training: the server checks every client uses the same one
         "backbone-crc": model.backbone.fingerprint(),
     }
-    return _reply(msg, metrics, encode(model.exchanged_state(), cfg.federation.quantization))
+    update = encode_update(model.exchanged_state(), received, cfg.federation.quantization, derived_seed(cfg.seed, pid, server_round))
+    return _reply(msg, metrics, update)
 
 
 def handle_evaluate(cfg: FedRunConfig, msg: Message, context: Context) -> Message:
     """Local view: accuracy of the global model on the test data of the tasks this client has seen."""
     pid = partition_id(context)
     server_round = int(msg.content["config"]["server-round"])
-    benchmark, _, learner, seen = _global_model_learner(cfg, msg, pid, server_round, data_root(context))
+    benchmark, _, learner, seen, _ = _global_model_learner(cfg, msg, pid, server_round, data_root(context))
     tests = [benchmark.test_stream[t] for t in seen]
     accs = learner.evaluate(tests)
     n = sum(len(e) for e in tests)
@@ -169,14 +157,16 @@ def handle_evaluate(cfg: FedRunConfig, msg: Message, context: Context) -> Messag
 
 
 def handle_query(msg: Message, context: Context) -> Message:
-    """The server asks who this node is: its partition id (it samples and reports by partition, not node id)."""
-    return _reply(msg, {"partition-id": partition_id(context)})
+    """The server asks who this node is: its partition id (it samples and reports by partition, not node id),
+    and whether it has its own data (then only the node itself can measure its local accuracy)."""
+    return _reply(msg, {"partition-id": partition_id(context), "own-data": int(data_root(context) is not None)})
 
 
 def build_client_app(cfg: FedRunConfig | None = None, client_state_dir: str | Path | None = None) -> ClientApp:
     """A ClientApp bound to ``cfg``, or reading the run config when ``cfg`` is None (``flwr run``).
-    ``client_state_dir``: where simulated clients keep their state (a node's ``state-dir`` takes precedence)."""
-    app = ClientApp()
+    ``client_state_dir``: where simulated clients keep their state (a node's ``state-dir`` takes precedence).
+    A simulation whose config asks for faults gets the fault-injection mod (:mod:`fedcl.federation.faults`)."""
+    app = ClientApp(mods=[fault_mod(cfg)] if cfg is not None and has_faults(cfg) else [])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -3,6 +3,12 @@
 8-bit: each float tensor is sent as int8 codes plus a float32 (min, scale) pair
 (stored under ``<key>::qparams``); decoding restores float32. Integer and float64
 tensors (e.g. NCM counts) are sent as they are.
+
+Clients quantise their *update* (local - received global, :func:`encode_update`) with
+stochastic rounding, which is unbiased: an update smaller than one quantisation step still
+moves the global model in expectation, instead of vanishing as with round-to-nearest. The
+server adds the decoded update to its global state (:func:`decode_update`). Without
+quantisation the state itself travels (the same bytes, and no reconstruction error).
 """
 
 from __future__ import annotations
@@ -24,26 +30,66 @@ class BadUpdateError(FedclError):
     """A client update that does not match the model (missing/extra keys, wrong shapes, non-finite values)."""
 
 
-def encode(state: dict[str, torch.Tensor], quantization: str = "none") -> ArrayRecord:
+def _to_fp16(x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    near = x.astype(np.float16)
+    if rng is None:
+        return near
+    # the fp16 neighbour on x's other side, chosen with probability proportional to the distance
+    other = np.nextafter(near, np.where(x > near.astype(np.float32), np.float16(np.inf), np.float16(-np.inf)).astype(np.float16))
+    gap = other.astype(np.float32) - near.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(np.isfinite(gap) & (gap != 0), (x - near.astype(np.float32)) / gap, 0.0)
+    return np.asarray(np.where(rng.random(x.shape) < p, other, near), dtype=np.float16)
+
+
+def _to_int8(x: np.ndarray, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = float(x.min()) if x.size else 0.0, float(x.max()) if x.size else 0.0
+    scale = (hi - lo) / 255.0 or 1.0
+    y = (x.astype(np.float64) - lo) / scale
+    levels = np.round(y) if rng is None else np.floor(y + rng.random(x.shape))
+    codes = np.asarray(np.clip(levels - 128, -128, 127), dtype=np.int8)  # (0-d stays an array)
+    return codes, np.array([lo, scale], dtype=np.float32)
+
+
+def encode(state: dict[str, torch.Tensor], quantization: str = "none", rng: np.random.Generator | None = None) -> ArrayRecord:
+    """``state`` as an ArrayRecord; float32 tensors quantised to fp16 or int8 if asked, with stochastic
+    rounding when ``rng`` is given (round-to-nearest otherwise)."""
     arrays: dict[str, Array] = {}
     for key, tensor in state.items():
         x = tensor.detach().cpu().numpy()
         if x.dtype == np.float32 and quantization == "fp16":
-            x = x.astype(np.float16)
+            x = _to_fp16(x, rng)
         elif x.dtype == np.float32 and quantization == "int8":
-            lo, hi = float(x.min()) if x.size else 0.0, float(x.max()) if x.size else 0.0
-            scale = (hi - lo) / 255.0 or 1.0
-            codes = np.asarray(np.clip(np.round((x - lo) / scale) - 128, -128, 127), dtype=np.int8)  # (0-d stays an array)
-            arrays[key + QPARAMS] = Array(np.array([lo, scale], dtype=np.float32))
-            x = codes
+            x, qparams = _to_int8(x, rng)
+            arrays[key + QPARAMS] = Array(qparams)
         arrays[key] = Array(x if x.flags.c_contiguous else x.copy(order="C"))  # (ascontiguousarray turns 0-d into 1-d)
     return ArrayRecord(arrays)
 
 
-def decode(record: ArrayRecord, reference: dict[str, torch.Tensor], source: str = "update") -> dict[str, torch.Tensor]:
-    """Decode and validate against ``reference`` (same keys and shapes, finite values)."""
+def encode_update(local: dict[str, torch.Tensor], received: dict[str, torch.Tensor], quantization: str, seed: int) -> ArrayRecord:
+    """What a client sends: its state, or, when quantising, its update (local - received) with
+    stochastic rounding seeded by ``seed`` (from the run seed, partition and round)."""
+    if quantization == "none":
+        return encode(local)
+    update = {k: v - received[k].to(v.dtype) if v.is_floating_point() else v for k, v in local.items()}
+    return encode(update, quantization, np.random.default_rng(seed))
+
+
+def decode_update(record: ArrayRecord, global_state: dict[str, torch.Tensor], quantization: str, source: str = "update",
+                  optional: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """The client's state: decoded as is, or ``global + decoded update`` when quantised (see :func:`encode_update`)."""
+    decoded = decode(record, global_state, source, optional)
+    if quantization == "none":
+        return decoded
+    return {k: (global_state[k].double() + v.double()).to(v.dtype) if v.is_floating_point() else v for k, v in decoded.items()}
+
+
+def decode(record: ArrayRecord, reference: dict[str, torch.Tensor], source: str = "update",
+           optional: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """Decode and validate against ``reference`` (same keys and shapes, finite values); keys in
+    ``optional`` may be left out (a client without new statistics)."""
     keys = [k for k in record.keys() if not k.endswith(QPARAMS)]
-    missing = sorted(set(reference) - set(keys))
+    missing = sorted(set(reference) - set(keys) - optional)
     extra = sorted(set(keys) - set(reference))
     if missing or extra:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"

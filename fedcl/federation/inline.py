@@ -4,35 +4,49 @@ Same ServerApp, strategy, ClientApp and Flower Messages as the Ray engine, witho
 Ray workers or a SuperLink: for sweeps on a laptop and for tests. Each node has its
 own :class:`~flwr.app.Context` (its ``state`` persists across rounds, as on a
 SuperNode); the backbone and data are shared, as in one Ray worker.
+
+A node's time is its own (on a real federation nodes run in parallel): the time its
+ClientApp took, plus any :func:`add_virtual_delay` a fault injector added (a simulated
+late reply costs no real sleep here).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 import traceback
-import uuid
 from collections.abc import Iterable
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
+
+from fedcl.federation.flower_adapter import (
+    SUPERLINK_NODE_ID,
+    Run,
+    empty_run,
+    mark_delivered,
+    new_message_id,
+    over_the_wire,
+    task_identity,
+)
 
 #: Flower's code for an exception raised inside a ClientApp
 CLIENT_APP_RAISED_EXCEPTION = 0
 FIRST_NODE_ID = 1_000
+
+_virtual_delay = [0.0]
+
+
+def add_virtual_delay(seconds: float) -> None:
+    """Count ``seconds`` more for the reply being produced in this process (no real sleep)."""
+    _virtual_delay[0] += seconds
 
 
 class InlineGrid(Grid):
     def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1, run_config: dict | None = None,
                  node_configs: list[dict] | None = None) -> None:
         self.client_app = client_app
-        self._run = Run.create_empty(run_id)
+        self._run = empty_run(run_id)
         extra = node_configs or [{} for _ in range(num_nodes)]
         self.contexts = {
             FIRST_NODE_ID + i: Context(run_id, FIRST_NODE_ID + i, {"partition-id": i, "num-partitions": num_nodes, **extra[i]},
@@ -58,11 +72,12 @@ class InlineGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
         for msg in messages:
-            msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+            message_id = new_message_id(msg)
             started = time.perf_counter()
-            self._replies[msg.metadata.message_id] = self._deliver(msg)
-            self._elapsed[msg.metadata.message_id] = time.perf_counter() - started
-            ids.append(msg.metadata.message_id)
+            _virtual_delay[0] = 0.0
+            self._replies[message_id] = self._deliver(msg)
+            self._elapsed[message_id] = time.perf_counter() - started + _virtual_delay[0]
+            ids.append(message_id)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
@@ -79,27 +94,16 @@ class InlineGrid(Grid):
         """Run the ClientApp on the message as a SuperNode would receive it (rebuilt from its wire bytes)."""
         node = msg.metadata.dst_node_id
         received = over_the_wire(msg)
-        received.metadata.__dict__["_delivered_at"] = str(time.time())
-        saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = self._run.run_id, node, node
-        try:
-            reply = self.client_app(received, self.contexts[node])
-        except Exception as exc:  # a crashing client becomes an error reply, as on a SuperNode
-            reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-            reply = Message(Error(CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=received)
-        finally:
-            TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+        mark_delivered(received, time.time())
+        with task_identity(self._run.run_id, node, node):
+            try:
+                reply = self.client_app(received, self.contexts[node])
+            except Exception as exc:  # a crashing client becomes an error reply, as on a SuperNode
+                reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+                reply = Message(Error(CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=received)
         reply = over_the_wire(reply)
-        reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+        new_message_id(reply)
         return reply
-
-
-def over_the_wire(msg: Message) -> Message:
-    """A new Message inflated from ``msg``'s serialised objects: what the other side gets, no shared objects."""
-    contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(msg).items()}
-    received = inflate_object_from_contents(msg.object_id, contents)
-    received.metadata.__dict__.update(copy.copy(msg.metadata).__dict__)
-    return received
 
 
 def run_inline(server_app, client_app: ClientApp, num_nodes: int, run_config: dict | None = None,
@@ -107,10 +111,6 @@ def run_inline(server_app, client_app: ClientApp, num_nodes: int, run_config: di
     """Run a ServerApp against ``num_nodes`` in-process ClientApps; returns the grid (its contexts hold client state).
     ``node_configs`` adds per-node settings, as ``--node-config`` does on a SuperNode."""
     grid = InlineGrid(client_app, num_nodes, run_config=run_config, node_configs=node_configs)
-    saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = grid.run.run_id, SUPERLINK_NODE_ID, 0
-    try:
+    with task_identity(grid.run.run_id, SUPERLINK_NODE_ID, 0):
         server_app(grid, Context(grid.run.run_id, SUPERLINK_NODE_ID, {}, RecordDict(), dict(run_config or {})))
-    finally:
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
     return grid

@@ -10,24 +10,31 @@ from logging import INFO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
 from fedcl.errors import FedclError
 from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
-from fedcl.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, CheckpointError, check_state, load_checkpoint, save_checkpoint
+from fedcl.federation.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    CheckpointError,
+    check_state,
+    load_checkpoint,
+    save_checkpoint,
+)
 from fedcl.federation.codec import encode
-from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
+from fedcl.federation.privacy import epsilons, noise_std
 from fedcl.federation.settings import FedRunConfig
-from fedcl.federation.privacy import noise_std
 from fedcl.federation.strategy import FedCLStrategy
 from fedcl.metrics import peak_memory_mb, summarize
 from fedcl.runner import describe_run, write_results
 from fedcl.state_files import GLOBAL_MODEL_FILE, save_state
-
 
 #: written by the ServerApp when the run fails on the user's input, read back by ``fedcl simulate``
 ERROR_FILE = "error.json"
@@ -47,12 +54,11 @@ def wait_for_nodes(grid: Grid, needed: int, timeout_s: float) -> int:
 
 
 def server_model(cfg: FedRunConfig):
-    """The server's benchmark, model, method, learner (for evaluation) and initial global (exchanged) state."""
+    """The server's benchmark, model, method and initial global (exchanged) state; no learner needed."""
     benchmark = benchmark_for(cfg)
     model, method = build_model(cfg, benchmark)
-    learner = build_learner(cfg, model, method, benchmark, cfg.seed)  # its method decides what is exchanged
     global_state = {k: v.detach().clone() for k, v in model.exchanged_state().items()}
-    return benchmark, model, method, learner, global_state
+    return benchmark, model, method, global_state
 
 
 def checked_checkpoint(cfg: FedRunConfig, path: Path, global_state: dict[str, torch.Tensor]) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
@@ -73,117 +79,227 @@ def preflight(cfg: FedRunConfig, out: Path) -> None:
         checked_checkpoint(cfg, out / CHECKPOINT_FILE, global_state)
 
 
-def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluate, first_round: int, run_token: str,
-               checkpoint) -> None:
+def client_eval_due(cfg: FedRunConfig, server_round: int) -> bool:
+    """Per-client (local) accuracy of the final global model, and every k rounds if asked."""
+    every = cfg.federation.client_eval_every
+    return cfg.federation.evaluate_clients and (server_round == cfg.num_rounds or bool(every and server_round % every == 0))
+
+
+class ServerEvaluation:
+    """The global model's accuracy on every task's test data, after the rounds where it is needed
+    (every round if asked; else each task boundary, every client's own boundaries included)."""
+
+    def __init__(self, cfg: FedRunConfig, benchmark, model, method) -> None:
+        self.cfg, self.benchmark, self.model = cfg, benchmark, model
+        self.learner = build_learner(cfg, model, method, benchmark, cfg.seed)
+        self.schedule = schedule_for(cfg)
+        self.boundaries = self.schedule.boundary_rounds(cfg.federation.num_clients)
+        ends = {e for c in range(cfg.federation.num_clients) for e in client_task_ends(self.schedule, c)}
+        self.rounds = set(self.boundaries) | ends
+        self.accuracy: dict[int, list[float]] = {}
+
+    def __call__(self, server_round: int, global_state: dict[str, torch.Tensor]) -> None:
+        if not self.cfg.federation.evaluate_every_round and server_round not in self.rounds and server_round != 0:
+            return
+        load_state(self.model, global_state)
+        f = self.cfg.federation
+        seen = sorted({t for c in range(f.num_clients) for t in (seen_tasks(self.cfg, c, server_round) if server_round else [])})
+        self.model.seen_tasks = seen
+        self.learner.seen_classes = {c for t in seen for c in self.benchmark.task_classes[t]}
+        self.accuracy[server_round] = self.learner.evaluate(self.benchmark.test_stream)
+
+
+def client_task_ends(schedule, client: int) -> list[int]:
+    """The round after which ``client`` has finished each position of its stream."""
+    starts = schedule.starts(client)
+    return [s - 1 for s in starts[1:]] + [schedule.num_rounds]
+
+
+def local_accuracies(cfg: FedRunConfig, benchmark, per_task: list[float], server_round: int, clients: list[int]) -> dict[int, float]:
+    """A client's local accuracy on the shared test data: the server's per-task accuracies averaged over
+    the tasks the client has seen, weighted by their test sizes (computed once, not once per client).
+    The server's logit mask covers every task any client has seen, a client's own only its tasks:
+    with jittered boundaries or per-client task orders the two can differ slightly."""
+    out = {}
+    for c in clients:
+        tasks = seen_tasks(cfg, c, server_round)
+        sizes = [len(benchmark.test_stream[t]) for t in tasks]
+        out[c] = sum(per_task[t] * n for t, n in zip(tasks, sizes)) / max(sum(sizes), 1)
+    return out
+
+
+def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, first_round: int,
+               run_token: str, checkpoint) -> None:
     """Rounds ``first_round``..R: discover new nodes, train, aggregate, evaluate, checkpoint."""
     f = cfg.federation
     for server_round in range(first_round, cfg.num_rounds + 1):
         log(INFO, "[ROUND %s/%s]", server_round, cfg.num_rounds)
         strategy.discover(grid, f.round_timeout_s)
         train_config = ConfigRecord({"local-epochs": f.local_epochs, "run-token": run_token})
-        replies = grid.send_and_receive(strategy.configure_train(server_round, None, train_config, grid), timeout=f.round_timeout_s)
+        replies = grid.send_and_receive(strategy.train_messages(server_round, train_config, grid), timeout=f.round_timeout_s)
         strategy.aggregate_train(server_round, replies)
-        evaluation = list(strategy.configure_evaluate(server_round, None, ConfigRecord(), grid))
-        if evaluation:
-            strategy.aggregate_evaluate(server_round, grid.send_and_receive(evaluation, timeout=f.round_timeout_s))
-        evaluate(server_round)
+        due = client_eval_due(cfg, server_round)
+        if due:
+            evaluation.rounds.add(server_round)
+        evaluation(server_round, strategy.global_state)
+        if due:
+            evaluate_clients(cfg, grid, strategy, evaluation, server_round)
         if f.checkpoint_every and (server_round % f.checkpoint_every == 0 or server_round == cfg.num_rounds):
             checkpoint(server_round)
+
+
+def evaluate_clients(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, server_round: int) -> None:
+    """Local accuracies: nodes with their own test data evaluate themselves; the others' come from the server's."""
+    messages = strategy.evaluate_messages(server_round, grid)
+    if messages:
+        strategy.aggregate_evaluate(server_round, grid.send_and_receive(messages, timeout=cfg.federation.round_timeout_s))
+    own = {strategy.population.node_to_client[n] for n in strategy.population.own_data}
+    shared = [c for c in sorted(set(strategy.population.node_to_client.values())) if c not in own]
+    accs = strategy.recorder.client_accuracy.setdefault(server_round, {})
+    accs.update(local_accuracies(cfg, evaluation.benchmark, evaluation.accuracy[server_round], server_round, shared))
+    strategy.recorder.client_accuracy[server_round] = dict(sorted(accs.items()))
+
+
+def start_or_resume(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: ServerEvaluation, path: Path) -> tuple[int, str]:
+    """(first round, run token): a fresh run evaluates the untrained model (round 0); a resumed one
+    restores the strategy and the accuracies from the checkpoint."""
+    if not cfg.federation.resume:
+        path.unlink(missing_ok=True)
+        evaluation(0, strategy.global_state)
+        return 1, uuid.uuid4().hex
+    ckpt, checked = checked_checkpoint(cfg, path, strategy.global_state)
+    adam = {g: ckpt.group(g) for g in ("adam_m", "adam_v")}
+    strategy.load_state_dict(ckpt.state["strategy"], checked, adam["adam_m"], adam["adam_v"])
+    evaluation.accuracy.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
+    log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, path)
+    return ckpt.server_round + 1, ckpt.state["run_token"]
 
 
 def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Run the federation (resuming from ``out``'s checkpoint if asked); returns the results and the final global state."""
     start = time.perf_counter()
     f = cfg.federation
-    benchmark, model, method, learner, global_state = server_model(cfg)
-    schedule = schedule_for(cfg)
+    benchmark, model, method, global_state = server_model(cfg)
     full_state = {**{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
                   **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
     strategy = FedCLStrategy(cfg, global_state, model.aggregation_kinds(), message_bytes(encode(full_state, "none")),
-                             backbone_crc=model.backbone.fingerprint() if model.backbone.frozen else None)
+                             backbone_crc=None if method.trains_backbone else model.backbone.fingerprint())
+    evaluation = ServerEvaluation(cfg, benchmark, model, method)
     wait_for_nodes(grid, f.min_available_nodes or f.num_clients, f.node_wait_s)
-
-    per_round_acc: dict[int, list[float]] = {}
-
-    boundaries = schedule.boundary_rounds(f.num_clients)
-
-    def evaluate(server_round: int) -> None:
-        if not f.evaluate_every_round and server_round not in boundaries:
-            return
-        load_state(model, strategy.global_state)
-        seen = sorted({t for c in range(f.num_clients) for t in (seen_tasks(cfg, c, server_round) if server_round else [])})
-        model.seen_tasks = seen
-        learner.seen_classes = {c for t in seen for c in benchmark.task_classes[t]}
-        per_round_acc[server_round] = learner.evaluate(benchmark.test_stream)
-
     path = Path(out or "runs/federated") / CHECKPOINT_FILE
-    first_round, run_token = 1, uuid.uuid4().hex
-    if f.resume:
-        ckpt, checked = checked_checkpoint(cfg, path, global_state)
-        adam = {g: ckpt.group(g) for g in ("adam_m", "adam_v")}
-        strategy.load_state_dict(ckpt.state["strategy"], checked, adam["adam_m"], adam["adam_v"])
-        per_round_acc.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
-        first_round, run_token = ckpt.server_round + 1, ckpt.state["run_token"]
-        log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, path)
-    else:
-        path.unlink(missing_ok=True)
-        evaluate(0)
+    first_round, run_token = start_or_resume(cfg, strategy, evaluation, path)
 
     def checkpoint(server_round: int) -> None:
         state, tensors = strategy.state_dict()
-        positions = {pid: schedule.position(pid, server_round) for pid in range(f.num_clients)}  # where each stream is
+        positions = {pid: evaluation.schedule.position(pid, server_round) for pid in range(f.num_clients)}  # where each stream is
         save_checkpoint(path, Checkpoint(server_round, cfg.to_dict(), tensors,
-                                         {"strategy": state, "server_accuracy": per_round_acc, "run_token": run_token,
+                                         {"strategy": state, "server_accuracy": evaluation.accuracy, "run_token": run_token,
                                           "stream_positions": positions}))
 
-    run_rounds(cfg, grid, strategy, evaluate, first_round, run_token, checkpoint)
-    if not any(stats.get("clients_trained") for stats in strategy.round_stats.values()):
-        first = strategy.rejected[0] if strategy.rejected else "no client had data to train on"
+    run_rounds(cfg, grid, strategy, evaluation, first_round, run_token, checkpoint)
+    recorder = strategy.recorder
+    if not any(stats.get("clients_trained") for stats in recorder.round_stats.values()):
+        first = recorder.rejected[0] if recorder.rejected else "no client had data to train on"
         raise FedclError(f"no client update was accepted in any of the {cfg.num_rounds} rounds; the first problem: {first}")
-
-    matrix = torch.tensor([per_round_acc[r] for r in boundaries]).numpy()
-    per_round = strategy.ledger.per_round()
-    for row in per_round:
-        row.update(strategy.round_stats.get(row["round"], {}))
-        row["full_model_bytes"] = strategy.full_model_bytes.get(row["round"], 0)
-        row["accuracy_per_task"] = per_round_acc.get(row["round"])
-        row["per_client_task"] = {str(k): v for k, v in sorted(strategy.client_tasks.get(row["round"], {}).items())}
-    bytes_up, bytes_down = strategy.ledger.total("up"), strategy.ledger.total("down")
-    full_total = sum(strategy.full_model_bytes.values())
-    final_clients = strategy.client_accuracy.get(cfg.num_rounds, {})
     results = {
         **describe_run(cfg, benchmark, method, model, global_state.values()),
         "mode": "federated",
         "num_clients": f.num_clients,
         "rounds": cfg.num_rounds,
-        "task_boundary_rounds": boundaries,
-        "accuracy_matrix": matrix.tolist(),
-        **summarize(matrix),
-        "accuracy_per_round": {str(r): a for r, a in sorted(per_round_acc.items())},
-        "per_client": {"accuracy": {str(k): v for k, v in final_clients.items()},
-                       "accuracy_per_round": {str(r): {str(k): v for k, v in accs.items()} for r, accs in sorted(strategy.client_accuracy.items())},
-                       "task_schedule": {str(c): {"order": schedule.order(c), "starts": schedule.starts(c)} for c in range(f.num_clients)}},
-        "communication": {
-            "bytes_up": bytes_up,
-            "bytes_down": bytes_down,
-            "bytes_total": bytes_up + bytes_down,
-            "full_model_bytes_total": full_total,
-            "full_model_bytes_per_round": [strategy.full_model_bytes.get(r, 0) for r in range(1, cfg.num_rounds + 1)],
-            "fraction_of_full_model": (bytes_up + bytes_down) / full_total if full_total else None,
-            "quantization": f.quantization,
-            "per_round": per_round,
-        },
-        "simulated_round_time_s": [strategy.round_stats.get(r, {}).get("simulated_round_time_s", 0.0) for r in range(1, cfg.num_rounds + 1)],
-        "simulated_total_time_s": round(sum(s.get("simulated_round_time_s", 0.0) for s in strategy.round_stats.values()), 3),
-        "client_train_time_s": round(sum(s.get("client_train_time_s", 0.0) for s in strategy.round_stats.values()), 3),
-        "rejected_updates": strategy.rejected,
-        "privacy": {"clipping_norm": f.dp_clipping_norm, "noise_multiplier": f.dp_noise_multiplier,
-                    "noise_std_per_round": [noise_std(f.dp_noise_multiplier, f.dp_clipping_norm, strategy.round_stats.get(r, {}).get("clients_sampled", 0))
-                                            for r in range(1, cfg.num_rounds + 1)]} if f.dp_clipping_norm else None,
+        **accuracy_results(cfg, evaluation),
+        **per_client_results(cfg, strategy, evaluation),
+        "communication": communication_results(cfg, strategy, evaluation),
+        **time_results(cfg, recorder),
+        "rejected_updates": recorder.rejected,
+        "privacy": privacy_results(cfg, recorder),
         "wall_time_s": round(time.perf_counter() - start, 2),
         **peak_memory_mb(),
     }
     return results, strategy.global_state
+
+
+def accuracy_results(cfg: FedRunConfig, evaluation: ServerEvaluation) -> dict[str, Any]:
+    """The global accuracy matrix and its summary.
+
+    ``accuracy_matrix`` (the global matrix): row i = the global model after ``task_boundary_rounds[i]``
+    (every client has finished its i-th task), column j = task id j. With ``task_order = "shared"`` row i
+    is after task i and the summary is computed on it. With ``"per_client"`` the tasks a row has learned
+    differ by client, so the summary (forgetting, BWT, FWT, incremental accuracy) is the mean over clients
+    of each client's own matrix (:func:`client_matrices`); the final accuracy is the same either way.
+    FWT compares with round 0 (the untrained global model) where a task can be solved before it is
+    learned (not class-incremental)."""
+    acc, f = evaluation.accuracy, cfg.federation
+    matrix = np.array([acc[r] for r in evaluation.boundaries])
+    initial = np.array(acc[0]) if 0 in acc and evaluation.benchmark.scenario != "class_incremental" else None
+    if f.task_order == "per_client":
+        per = [summarize(*client_matrix(evaluation, c)) for c in range(f.num_clients)]
+        summary = {k: (float(np.mean([p[k] for p in per])) if per[0][k] is not None else None) for k in per[0]}
+        summary["final_avg_accuracy"] = summarize(matrix)["final_avg_accuracy"]
+    else:
+        summary = summarize(matrix, initial)
+    return {"task_boundary_rounds": evaluation.boundaries, "accuracy_matrix": matrix.tolist(), **summary,
+            "accuracy_per_round": {str(r): a for r, a in sorted(acc.items())}}
+
+
+def client_matrix(evaluation: ServerEvaluation, client: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A client's accuracy matrix of the global model, in its own task order: R_c[k][k'] = accuracy on
+    the client's k'-th task after the round where it finished its k-th task; and round 0's, same order."""
+    order = evaluation.schedule.order(client)
+    ends = client_task_ends(evaluation.schedule, client)
+    acc = evaluation.accuracy
+    matrix = np.array([[acc[e][t] for t in order] for e in ends])
+    initial = np.array([acc[0][t] for t in order]) if 0 in acc and evaluation.benchmark.scenario != "class_incremental" else None
+    return matrix, initial
+
+
+def per_client_results(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: ServerEvaluation) -> dict[str, Any]:
+    f, recorder, population = cfg.federation, strategy.recorder, strategy.population
+    own = {population.node_to_client[n] for n in population.own_data if n in population.node_to_client}
+    per_client = {
+        "accuracy": {str(k): v for k, v in recorder.client_accuracy.get(cfg.num_rounds, {}).items()},
+        "accuracy_per_round": {str(r): {str(k): v for k, v in accs.items()} for r, accs in sorted(recorder.client_accuracy.items())},
+        # "client": measured by the node on its own test data; "server": from the server's per-task accuracies
+        "accuracy_source": {str(c): "client" if c in own else "server" for c in sorted(set(population.node_to_client.values()))},
+        "task_schedule": {str(c): {"order": evaluation.schedule.order(c), "starts": evaluation.schedule.starts(c)} for c in range(f.num_clients)},
+    }
+    if f.task_order == "per_client":
+        per_client["accuracy_matrix"] = {str(c): client_matrix(evaluation, c)[0].tolist() for c in range(f.num_clients)}
+    return {"per_client": per_client}
+
+
+def communication_results(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: ServerEvaluation) -> dict[str, Any]:
+    recorder = strategy.recorder
+    per_round = recorder.ledger.per_round()
+    for row in per_round:
+        row.update(recorder.round_stats.get(row["round"], {}))
+        row["full_model_bytes"] = recorder.full_model_bytes.get(row["round"], 0)
+        row["accuracy_per_task"] = evaluation.accuracy.get(row["round"])
+        row["per_client_task"] = {str(k): v for k, v in sorted(recorder.client_tasks.get(row["round"], {}).items())}
+    up, down = recorder.ledger.total("up"), recorder.ledger.total("down")
+    full_total = sum(recorder.full_model_bytes.values())
+    return {"bytes_up": up, "bytes_down": down, "bytes_total": up + down, "full_model_bytes_total": full_total,
+            "full_model_bytes_per_round": [recorder.full_model_bytes.get(r, 0) for r in range(1, cfg.num_rounds + 1)],
+            "fraction_of_full_model": (up + down) / full_total if full_total else None,
+            "quantization": cfg.federation.quantization, "per_round": per_round}
+
+
+def time_results(cfg: FedRunConfig, recorder) -> dict[str, Any]:
+    stats = recorder.round_stats
+    return {"simulated_round_time_s": [stats.get(r, {}).get("simulated_round_time_s", 0.0) for r in range(1, cfg.num_rounds + 1)],
+            "simulated_total_time_s": round(sum(s.get("simulated_round_time_s", 0.0) for s in stats.values()), 3),
+            "client_train_time_s": round(sum(s.get("client_train_time_s", 0.0) for s in stats.values()), 3)}
+
+
+def privacy_results(cfg: FedRunConfig, recorder) -> dict[str, Any] | None:
+    """Central DP's settings, noise and guarantee: epsilon at ``federation.dp_delta`` after each round."""
+    f = cfg.federation
+    if not f.dp_clipping_norm:
+        return None
+    sampled = [recorder.round_stats.get(r, {}).get("clients_sampled", 0) for r in range(1, cfg.num_rounds + 1)]
+    return {"clipping_norm": f.dp_clipping_norm, "noise_multiplier": f.dp_noise_multiplier, "delta": f.dp_delta,
+            "noise_std_per_round": [noise_std(f.dp_noise_multiplier, f.dp_clipping_norm, m) for m in sampled],
+            "epsilon_per_round": epsilons(f.dp_noise_multiplier, sampled, f.num_clients, f.dp_delta),
+            "accountant": "dp-accounting RDP, fixed-size sampling without replacement, replace-one adjacency (sensitivity 2C)"}
 
 
 def headline(results: dict[str, Any], path: Path) -> dict[str, Any]:

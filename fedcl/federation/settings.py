@@ -5,7 +5,7 @@ from __future__ import annotations
 from fedcl.config import FederationConfig, FedRunConfig
 from fedcl.errors import ConfigError
 
-__all__ = ["FederationConfig", "FedRunConfig", "check_federation"]
+__all__ = ["FedRunConfig", "FederationConfig", "check_federation"]
 
 PARTITIONS = ("iid", "dirichlet", "shard")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
@@ -34,6 +34,7 @@ def check_federation(cfg: FedRunConfig) -> None:
         ("min_train_replies", f.min_train_replies >= 1, "at least 1"),
         ("dp_clipping_norm", f.dp_clipping_norm is None or f.dp_clipping_norm > 0, "positive"),
         ("dp_noise_multiplier", f.dp_noise_multiplier >= 0, "at least 0"),
+        ("dp_delta", 0 < f.dp_delta < 1, "in (0, 1)"),
         ("checkpoint_every", f.checkpoint_every >= 0, "at least 0"),
         ("ray_num_cpus", f.ray_num_cpus is None or f.ray_num_cpus >= 1, "at least 1"),
         ("proximal_mu", f.proximal_mu >= 0, "at least 0"),

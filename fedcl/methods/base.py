@@ -38,6 +38,24 @@ class Batch:
     inputs_are_features: bool
 
 
+class TrainedCounts:
+    """Samples in the training loss, per class and per task (replayed and distilled ones included):
+    the weights a federated server gives a client's head rows and per-task parts."""
+
+    def __init__(self, num_classes: int, num_tasks: int) -> None:
+        self.classes = torch.zeros(num_classes, dtype=torch.long)
+        self.tasks = torch.zeros(num_tasks, dtype=torch.long)
+
+    def add_batch(self, labels: torch.Tensor, task_ids: torch.Tensor) -> None:
+        self.classes += torch.bincount(labels.cpu(), minlength=len(self.classes))[: len(self.classes)]
+        self.tasks += torch.bincount(task_ids.cpu(), minlength=len(self.tasks))[: len(self.tasks)]
+
+    def add(self, classes: list[int], tasks: list[int], samples: int) -> None:
+        """``samples`` more for each of ``classes`` and ``tasks`` (e.g. distilled logits)."""
+        self.classes[classes] += samples
+        self.tasks[tasks] += samples
+
+
 class Plugin:
     """Hooks into the training loop; every hook is optional."""
 
@@ -65,6 +83,9 @@ class Plugin:
     def penalty(self, learner: Learner, batch: Batch) -> torch.Tensor | None:
         """An extra loss term for the current batch (EWC, LwF, FedProx...)."""
         return None
+
+    def count_trained(self, learner: Learner, batch: Batch, counts: TrainedCounts) -> None:
+        """Add what this plugin's loss term trains beyond the batch's own labels (e.g. distilled classes)."""
 
     def after_experience(self, learner: Learner, experience: Experience) -> None:
         """Called after training on an experience (or on one round of it)."""

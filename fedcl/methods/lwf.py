@@ -82,6 +82,14 @@ class LwF(Plugin):
             target = old.head(old_features, batch.task_ids)[:, cols]
         return self.alpha * _distill(head(batch.features, batch.task_ids)[:, cols], target, self.temperature)
 
+    def count_trained(self, learner, batch, counts) -> None:
+        """Distillation trains the old classes' head rows on every sample of the batch (and, for heads
+        that need task ids, the old tasks' heads). A per-task *transform* of an old task gets no gradient
+        from it, but shares the task weights; such a combination is diluted towards the received global."""
+        head = learner.model.head
+        cols = sorted({c for t in self.old_tasks for c in head.task_classes[t]})
+        counts.add(cols, self.old_tasks if head.uses_task_ids else [], len(batch.labels))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = self.boundary.state()
         if self.old_state:

@@ -1,0 +1,62 @@
+"""Checks one training reply and turns it into a :class:`ClientUpdate`, or says why it is refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from flwr.app import Message
+
+from fedcl.config import FedRunConfig
+from fedcl.federation.aggregation import ClientUpdate, update_norm
+from fedcl.federation.codec import BadUpdateError, decode_update
+
+
+@dataclass
+class TrainReply:
+    """What a valid reply says: its client, the update (None when it did not train) and its figures."""
+
+    pid: int
+    task: int
+    update: ClientUpdate | None
+    unavailable: bool
+    train_time_s: float
+    loss: float
+
+
+class Refused(Exception):
+    """A reply left out of aggregation; the message says why (it goes to results.json). ``reply`` holds
+    what the reply said about its client when it got that far (its bytes are still counted)."""
+
+    def __init__(self, reason: str, reply: TrainReply | None = None) -> None:
+        super().__init__(reason)
+        self.reply = reply
+
+
+def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, global_state: dict[str, torch.Tensor],
+               kinds: dict[str, str], backbone_crc: int | None) -> TrainReply:
+    """The reply's content, validated against the global model; raises :class:`Refused`."""
+    if msg.has_error():
+        raise Refused(f"round {server_round} {who}: client error: {msg.error.reason.splitlines()[0]}")
+    metrics = msg.content.metric_records.get("metrics")
+    if metrics is None or "partition-id" not in metrics:
+        raise Refused(f"round {server_round} {who}: reply without 'metrics'")
+    pid, n = int(metrics["partition-id"]), int(metrics["num-examples"])
+    base = TrainReply(pid, int(metrics["task"]), None, bool(int(metrics.get("unavailable", 0))), 0.0, 0.0)
+    if n == 0:
+        return base  # unavailable this round, or no data for its current task
+    source = f"client {pid} (round {server_round})"
+    if backbone_crc is not None and int(metrics.get("backbone-crc", -1)) != backbone_crc:
+        raise Refused(f"{source}: its backbone differs from the server's (fingerprint mismatch)", base)
+    if "arrays" not in msg.content.array_records:
+        raise Refused(f"{source}: no 'arrays'", base)
+    optional = frozenset(k for k, kind in kinds.items() if kind == "sum")  # no new statistics: no change
+    try:
+        state = decode_update(msg.content.array_records["arrays"], global_state, cfg.federation.quantization, source, optional)
+    except BadUpdateError as exc:
+        raise Refused(str(exc), base) from None
+    bound = cfg.federation.max_update_norm
+    if bound is not None and (norm := update_norm(state, global_state, kinds)) > bound:
+        raise Refused(f"{source}: update norm {norm:.3g} exceeds federation.max_update_norm={bound:g}", base)
+    update = ClientUpdate(state, n, list(metrics["class-counts"]), list(metrics["task-examples"]))
+    return TrainReply(pid, base.task, update, False, float(metrics["train-time-s"]), float(metrics["loss"]))
