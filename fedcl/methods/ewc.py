@@ -1,8 +1,8 @@
 """Elastic weight consolidation (online EWC) on the parameters the method trains.
 
 After each experience (federated round) the diagonal empirical Fisher of the
-current task is estimated on up to ``fisher_samples`` of its samples and kept as
-*pending*. When the next task starts, pending Fisher is consolidated
+current task, the mean over samples of each sample's squared loss gradient,
+is estimated on up to ``fisher_samples`` of its samples and kept as *pending*. When the next task starts, pending Fisher is consolidated
 (F <- decay * F + F_task) and the parameters are anchored at their values then
 (in a federation: at the global model the client received). The penalty
 ``strength / 2 * sum F (w - w*)^2`` is therefore zero throughout the first task.
@@ -50,7 +50,8 @@ class EWC(Plugin):
         self.pending = self.estimate_fisher(learner, experience)
 
     def estimate_fisher(self, learner, experience) -> dict[str, torch.Tensor]:
-        """Diagonal empirical Fisher: mean over mini-batches of the squared gradient of the loss, per sample."""
+        """Per-sample diagonal empirical Fisher: (1/N) sum_n (d loss_n / d w)^2 over the first N <= ``fisher_samples``
+        samples (one forward pass per mini-batch, one backward pass per sample)."""
         params = trainable_named(learner.model)
         if not params:
             return {}
@@ -60,13 +61,16 @@ class EWC(Plugin):
         was_training = learner.model.training
         learner.model.eval()
         for inputs, labels, ids, are_features in learner.batches(experience, learner.settings.batch_size, shuffle=False):
-            features = inputs if are_features else learner.model.encode(inputs, ids)
-            logits = learner.model.head(features, ids).masked_fill(~mask, float("-inf"))
-            grads = torch.autograd.grad(F.cross_entropy(logits, labels), list(params.values()), allow_unused=True)
-            for (n, _), g in zip(params.items(), grads):
-                if g is not None:
-                    fisher[n] += g.detach().pow(2) * len(labels)
-            seen += len(labels)
+            take = min(len(labels), self.fisher_samples - seen)
+            features = inputs[:take] if are_features else learner.model.encode(inputs[:take], ids[:take])
+            logits = learner.model.head(features, ids[:take]).masked_fill(~mask, float("-inf"))
+            losses = F.cross_entropy(logits, labels[:take], reduction="none")
+            for i in range(take):
+                grads = torch.autograd.grad(losses[i], list(params.values()), retain_graph=i < take - 1, allow_unused=True)
+                for (n, _), g in zip(params.items(), grads):
+                    if g is not None:
+                        fisher[n] += g.detach().pow(2)
+            seen += take
             if seen >= self.fisher_samples:
                 break
         learner.model.train(was_training)
