@@ -5,7 +5,6 @@ Shared by the single-device runner and (later) the federated client/server apps.
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 
@@ -47,7 +46,7 @@ def make_benchmark(cfg: RunConfig) -> Benchmark:
 
 def make_backbone(cfg: RunConfig) -> FrozenBackbone:
     m = cfg.model
-    return create_backbone(m.backbone, pretrained=m.pretrained, checkpoint=m.checkpoint, image_size=cfg.data.image_size)
+    return create_backbone(m.backbone, pretrained=m.pretrained, checkpoint=m.weights, image_size=cfg.data.image_size)
 
 
 def make_method(cfg: RunConfig) -> Method:
@@ -70,7 +69,7 @@ def make_model(cfg: RunConfig, benchmark: Benchmark, method: Method, backbone: F
 
 
 def train_settings(cfg: RunConfig) -> TrainSettings:
-    return TrainSettings(**dataclasses.asdict(cfg.train), seed=cfg.seed)
+    return TrainSettings(**cfg.train.to_dict(), seed=cfg.seed)
 
 
 def make_learner(cfg: RunConfig, model: ContinualModel, method: Method, benchmark: Benchmark, device: torch.device) -> Learner:

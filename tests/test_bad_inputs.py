@@ -6,7 +6,6 @@ one line on stderr, ``fedcl: error: ...`` naming the problem, and no traceback.
 
 from __future__ import annotations
 
-import gzip
 import json
 import pickle
 from collections.abc import Callable

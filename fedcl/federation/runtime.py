@@ -105,7 +105,7 @@ def build_model(cfg: FedRunConfig, benchmark: Benchmark) -> tuple[ContinualModel
     """A fresh transform + head around the worker's shared backbone (a private copy if the method trains it)."""
     method = make_method(cfg)
     m = cfg.model
-    backbone = shared_backbone(m.backbone, m.pretrained, m.checkpoint, cfg.data.image_size)
+    backbone = shared_backbone(m.backbone, m.pretrained, m.weights, cfg.data.image_size)
     if method.trains_backbone:
         backbone = copy.deepcopy(backbone)
     return make_model(cfg, benchmark, method, backbone=backbone), method
