@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,7 +16,6 @@ from fedcl.methods.base import Batch, Method, Plugin
 from fedcl.model import ContinualModel
 from fedcl.precision import plan_execution, with_layout
 
-@dataclass
 class TrainSettings(TrainConfig):
     """The ``[train]`` settings plus the seed that drives shuffling."""
 

@@ -150,3 +150,47 @@ def test_no_import_cycles_in_the_package():
 
     for start in sorted(edges):
         visit(start, [start])
+
+
+def _leaf_fields(model=FedRunConfig, prefix=()):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _leaf_fields(field.annotation, prefix + (name,))
+        else:
+            yield prefix + (name,), field
+
+
+def _typed_keys(kind):
+    defaults = FedRunConfig().to_dict()
+    out = []
+    for key, _ in _leaf_fields():
+        value = defaults
+        for part in key:
+            value = value[part]
+        if type(value) is kind:
+            out.append(".".join(key))
+    return out
+
+
+@pytest.mark.parametrize("key", _typed_keys(float))
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_every_float_key_refuses_non_finite_values(key, bad):
+    with pytest.raises(ConfigError, match="^" + re.escape(key) + " must be a finite number"):
+        config_from_dict(_nest_one(key, bad))
+
+
+@pytest.mark.parametrize("key", _typed_keys(int))
+def test_every_integer_key_refuses_values_beyond_64_bits(key):
+    with pytest.raises(ConfigError, match="^" + re.escape(key) + " must be an integer in"):
+        config_from_dict(_nest_one(key, 2**64))
+
+
+def _nest_one(key, value):
+    out = node = {}
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return out
