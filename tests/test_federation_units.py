@@ -4,15 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from fedcl.config import build_config
-from fedcl.errors import ConfigError, FedclError
+from fedcl.errors import FedclError
 from fedcl.federation.aggregation import ClientUpdate, ServerAdam, aggregate
 from fedcl.federation.codec import BadUpdateError, decode, encode
 from fedcl.federation.partitions import partition_indices
 from fedcl.federation.profiles import PROFILES, client_profile, is_unavailable, simulated_client_time
 from fedcl.federation.schedule import TaskSchedule
 from fedcl.federation.server_app import wait_for_nodes
-from fedcl.federation.settings import FedRunConfig
 
 
 def test_class_aware_task_aware_and_sum_aggregation_by_hand():
@@ -107,9 +105,6 @@ def test_device_profiles_and_simulated_time():
 
 
 def test_fewer_nodes_than_minimum_fails_fast():
-    with pytest.raises(ConfigError, match="min_available_nodes=5 exceeds federation.num_clients=3"):
-        build_config("fedsmoke", None, ["federation.min_available_nodes=5"], schema=FedRunConfig)
-
     class TwoNodes:
         def get_node_ids(self):
             return [11, 12]
@@ -117,17 +112,6 @@ def test_fewer_nodes_than_minimum_fails_fast():
     with pytest.raises(FedclError, match="only 2 of the 3 required SuperNodes"):
         wait_for_nodes(TwoNodes(), 3, timeout_s=1)
     assert wait_for_nodes(TwoNodes(), 2, timeout_s=1) == 2
-
-
-@pytest.mark.parametrize("override, needle", [
-    ("federation.partition=random", "federation.partition must be one of"),
-    ("federation.device_profiles=[\"toaster\"]", "unknown profile 'toaster'"),
-    ("federation.fraction_train=0", "federation.fraction_train must be in (0, 1]"),
-    ("federation.quantization=int4", "federation.quantization must be one of"),
-])
-def test_federation_config_errors(override, needle):
-    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("]", r"\]").replace("[", r"\[")):
-        build_config("fedsmoke", None, [override], schema=FedRunConfig)
 
 
 def test_proximal_term_is_zero_at_the_global_model_and_grows_with_distance():
