@@ -9,7 +9,6 @@ process, keyed by the settings they depend on.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 
@@ -56,7 +55,7 @@ def make_benchmark(cfg: RunConfig) -> Benchmark:
 
 def make_backbone(cfg: RunConfig) -> FrozenBackbone:
     m = cfg.model
-    return create_backbone(m.backbone, pretrained=m.pretrained, checkpoint=m.checkpoint, image_size=cfg.data.image_size)
+    return create_backbone(m.backbone, pretrained=m.pretrained, checkpoint=m.weights, image_size=cfg.data.image_size)
 
 
 def make_method(cfg: RunConfig) -> Method:
@@ -82,7 +81,7 @@ def make_model(cfg: RunConfig, benchmark: Benchmark, method: Method, backbone: F
 
 
 def train_settings(cfg: RunConfig) -> TrainSettings:
-    return TrainSettings(**dataclasses.asdict(cfg.train), seed=cfg.seed)
+    return TrainSettings(**cfg.train.to_dict(), seed=cfg.seed)
 
 
 def make_learner(cfg: RunConfig, model: ContinualModel, method: Method, benchmark: Benchmark, device: torch.device) -> Learner:
@@ -172,7 +171,7 @@ def build_model(cfg: FedRunConfig, benchmark: Benchmark) -> tuple[ContinualModel
     """A fresh transform + head around the worker's shared backbone (a private copy if the method trains it)."""
     method = make_method(cfg)
     m = cfg.model
-    backbone = shared_backbone(m.backbone, m.pretrained, m.checkpoint, cfg.data.image_size)
+    backbone = shared_backbone(m.backbone, m.pretrained, m.weights, cfg.data.image_size)
     if method.trains_backbone:
         backbone = copy.deepcopy(backbone)
     return make_model(cfg, benchmark, method, backbone=backbone), method

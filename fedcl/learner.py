@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,12 +12,10 @@ import torch.nn.functional as F
 from fedcl.config import TrainConfig
 from fedcl.data.preprocessing import to_model_input
 from fedcl.data.scenarios import Benchmark, Experience
-from fedcl.methods.base import Batch, Method, Plugin, TrainedCounts
+from fedcl.methods.base import Batch, Method, Plugin
 from fedcl.model import ContinualModel
 from fedcl.precision import plan_execution, with_layout
 
-
-@dataclass
 class TrainSettings(TrainConfig):
     """The ``[train]`` settings plus the seed that drives shuffling."""
 
@@ -164,7 +161,6 @@ class Learner:
         mask = self.train_mask(experience)
         self.model.train()
         total_loss, seen, start = 0.0, 0, time.perf_counter()
-        counts = TrainedCounts(self.model.head.num_classes, len(self.model.head.task_classes))
         for _ in range(epochs if epochs is not None else s.epochs):
             for inputs, labels, ids, are_features in self.batches(experience, s.batch_size, shuffle=True):
                 inputs, labels, ids = self._with_replay(inputs, labels, ids, are_features)
@@ -177,8 +173,6 @@ class Learner:
                         extra = plugin.penalty(self, batch)
                         if extra is not None:
                             loss = loss + extra
-                            plugin.count_trained(self, batch, counts)
-                counts.add_batch(labels, ids)
                 if optimizer is not None and loss.requires_grad:
                     self.plan.backward_step(loss, optimizer, scaler)
                 self.model.head.observe(features.detach().float(), labels)
@@ -187,8 +181,7 @@ class Learner:
         self.model.eval()
         for plugin in self.plugins:
             plugin.after_experience(self, experience)
-        return {"loss": total_loss / max(seen, 1), "num_examples": seen, "train_time_s": time.perf_counter() - start,
-                "class_counts": counts.classes.tolist(), "task_counts": counts.tasks.tolist()}
+        return {"loss": total_loss / max(seen, 1), "num_examples": seen, "train_time_s": time.perf_counter() - start}
 
     # ------------------------------------------------------------------ evaluation
     def eval_mask(self, experience: Experience) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Mixed precision, memory layout and memory caps for the training loop (edge GPUs).
 
-``train.precision``: ``auto`` (bf16 on CUDA GPUs that support it, else fp16 on CUDA, fp32 elsewhere),
+``train.precision`` (choices: :data:`fedcl.config.PRECISIONS`): ``auto`` (bf16 on CUDA GPUs that support it, else fp16 on CUDA, fp32 elsewhere),
 ``fp32``, ``bf16`` or ``fp16`` (with gradient scaling). ``train.channels_last``: null -> on for CUDA.
 ``train.gpu_memory_fraction``: cap this process's share of the GPU memory.
 """
@@ -8,16 +8,19 @@
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from fedcl.config import PRECISIONS
+from fedcl.errors import ConfigError
+
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
+    if name not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}: got {name!r}")
     if name != "auto":
         return name
     if device.type == "cuda":

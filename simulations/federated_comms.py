@@ -8,7 +8,6 @@ Writes ``table.md`` under ``--out`` (one results.json per run beside it).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fedcl.config import build_config

@@ -1,8 +1,13 @@
-"""Shared fixtures. Every test runs offline: hub look-ups fail fast instead of retrying."""
+"""Shared fixtures and the test tiers. Every test runs offline: hub look-ups fail fast instead of retrying.
+
+Tiers (``pytest -m unit``, ``-m integration``, ``-m system``; plain ``pytest`` runs all):
+each test file has one tier in :data:`TIERS`; a test may override it with its own tier marker.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -10,6 +15,45 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+UNIT, INTEGRATION, SYSTEM = "unit", "integration", "system"
+#: test file -> tier. unit: one module, in memory, seconds; integration: real components together in one
+#: process (files, backbones, the training loop, in-process federations); system: whole runs in other
+#: processes (CLI, Ray, Flower deployments) and fuzzing with thousands of examples.
+TIERS = {
+    "test_config.py": UNIT,
+    "test_suite.py": UNIT,
+    "test_heads.py": UNIT,
+    "test_transforms.py": UNIT,
+    "test_metrics.py": UNIT,
+    "test_federation_units.py": UNIT,
+    "test_strategy.py": UNIT,
+    "test_properties.py": UNIT,
+    "test_backbones.py": INTEGRATION,
+    "test_data.py": INTEGRATION,
+    "test_learner.py": INTEGRATION,
+    "test_plugins.py": INTEGRATION,
+    "test_bad_inputs.py": INTEGRATION,
+    "test_federated_methods.py": INTEGRATION,
+    "test_benchmark.py": INTEGRATION,
+    "test_cli.py": SYSTEM,
+    "test_simulation.py": SYSTEM,
+    "test_reliability.py": SYSTEM,
+    "test_deployment.py": SYSTEM,
+    "test_flwr_run.py": SYSTEM,
+    "test_notebooks.py": SYSTEM,
+    "test_config_fuzz.py": SYSTEM,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its file's tier unless it carries a tier marker of its own."""
+    for item in items:
+        if any(m.name in (UNIT, INTEGRATION, SYSTEM) for m in item.iter_markers()):
+            continue
+        tier = TIERS.get(Path(str(item.fspath)).name)
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")

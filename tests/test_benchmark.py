@@ -57,7 +57,7 @@ def test_tiny_grid_produces_a_well_formed_table_and_figures(tmp_path, capsys):
 
 @pytest.mark.parametrize("text, message", [
     (TINY_GRID.replace("seeds = [0, 1]", "seeds = []"), "'seeds' must be a non-empty list"),
-    (TINY_GRID.replace('overrides = []', 'overrides = ["train.lr=-1"]'), "cell input_tuning/class_incremental/iid/seed0: train.lr must be positive"),
+    (TINY_GRID.replace('overrides = []', 'overrides = ["train.lr=-1"]'), "cell input_tuning/class_incremental/iid/seed0: train.lr must be a finite number > 0"),
     (TINY_GRID.replace("[partitions]", "[partition]"), "unknown key(s) partition"),
     (TINY_GRID + '[methods.x]\noverrides = []\nscenarios = ["nope"]\n', "names 'nope', which is not in [scenarios]"),
 ])

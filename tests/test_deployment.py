@@ -4,7 +4,6 @@ fedcl's ClientApp on each node, `flwr run` from the app directory."""
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -108,9 +108,6 @@ def test_device_profiles_and_simulated_time():
 
 
 def test_fewer_nodes_than_minimum_fails_fast():
-    with pytest.raises(ConfigError, match="min_available_nodes=5 exceeds federation.num_clients=3"):
-        build_config("fedsmoke", None, ["federation.min_available_nodes=5"], schema=FedRunConfig)
-
     class TwoNodes:
         def get_node_ids(self):
             return [11, 12]
@@ -118,17 +115,6 @@ def test_fewer_nodes_than_minimum_fails_fast():
     with pytest.raises(FedclError, match="only 2 of the 3 required SuperNodes"):
         wait_for_nodes(TwoNodes(), 3, timeout_s=1)
     assert wait_for_nodes(TwoNodes(), 2, timeout_s=1) == 2
-
-
-@pytest.mark.parametrize("override, needle", [
-    ("federation.partition=random", "federation.partition must be one of"),
-    ("federation.device_profiles=[\"toaster\"]", "unknown profile 'toaster'"),
-    ("federation.fraction_train=0", "federation.fraction_train must be in (0, 1]"),
-    ("federation.quantization=int4", "federation.quantization must be one of"),
-])
-def test_federation_config_errors(override, needle):
-    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("]", r"\]").replace("[", r"\[")):
-        build_config("fedsmoke", None, [override], schema=FedRunConfig)
 
 
 def test_proximal_term_is_zero_at_the_global_model_and_grows_with_distance():

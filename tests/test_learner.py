@@ -12,8 +12,8 @@ TINY = ["data.num_tasks=2", "data.max_train_per_class=16", "data.max_test_per_cl
         "train.epochs=1", "train.batch_size=16"]
 
 
-def setup(lite0, *overrides):
-    return tiny_learner(lite0, TINY, *overrides)
+def setup(lite0, *overrides, machine=True):
+    return tiny_learner(lite0, TINY, *overrides, machine=machine)
 
 
 def backbone_state(model):
@@ -105,7 +105,8 @@ def test_ncm_head_learns_without_gradient(lite0):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_and_channels_last_train_without_touching_the_backbone(lite0, precision):
-    _, benchmark, model, learner = setup(lite0, f"train.precision={precision}", "train.channels_last=true")
+    # real runs refuse autocast on a CPU (much slower than fp32); the code path is tested here all the same
+    _, benchmark, model, learner = setup(lite0, f"train.precision={precision}", "train.channels_last=true", machine=False)
     assert learner.plan.precision == precision and learner.plan.channels_last
     assert (learner.plan.grad_scaler() is not None) == (precision == "fp16")
     before = backbone_state(model)
@@ -114,7 +115,8 @@ def test_mixed_precision_and_channels_last_train_without_touching_the_backbone(l
     assert np.isfinite(stats["loss"])
     assert changed(before, model) == set()
     assert any(not torch.equal(v, model.head.state_dict()[k]) for k, v in head_before.items())
-    assert 0 <= learner.evaluate_experience(benchmark.test_stream[0]) <= 1
+    accuracy = learner.evaluate_experience(benchmark.test_stream[0])
+    assert accuracy > 0.5 + 0.15  # two classes: chance is 0.5
 
 
 def test_auto_precision_is_fp32_on_cpu():

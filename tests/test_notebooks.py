@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom on a tiny configuration (nbclient, a real Jupyter kernel)."""
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -1,12 +1,9 @@
 """Continual-learning plugins (EWC, LwF, replay, joint) on the one training loop, single device."""
 
-import re
 
 import pytest
 import torch
 
-from fedcl.config import build_config
-from fedcl.errors import ConfigError
 from fedcl.methods import Batch, create_plugin
 from fedcl.methods.replay import SAMPLE_OVERHEAD_BYTES
 from helpers import tiny_learner
@@ -97,7 +94,10 @@ def test_replay_buffer_keeps_its_budget_and_replays_only_past_tasks(lite0, budge
         capacity = replay.capacity(tuple(e.data.images.shape[1:]))
         assert len(replay) <= capacity
         if "bytes" in budget:
-            assert replay.nbytes() <= 20000 and capacity == 20000 // (32 * 32 * 3 + SAMPLE_OVERHEAD_BYTES) or capacity == 20000 // (28 * 28 + SAMPLE_OVERHEAD_BYTES)
+            # Fashion-MNIST is stored as 28 x 28 grey bytes: 25 samples of 784 + 16 bytes fit 20,000 bytes
+            assert e.data.images[0].numel() * e.data.images.element_size() == 28 * 28
+            assert capacity == 20000 // (28 * 28 + SAMPLE_OVERHEAD_BYTES) == 25
+            assert replay.nbytes() <= 20000
         # every stored image is one of this learner's training images, with its true label
         for img, label in zip(replay.images.flatten(1), replay.labels):
             match = (all_images == img).all(1).nonzero().flatten()
@@ -128,15 +128,3 @@ def test_joint_trains_one_experience_with_every_task(lite0):
     assert matrix.shape == (1, 3)
     assert sorted(model.seen_tasks) == [0, 1, 2]
     assert matrix[0].mean() > 1 / 6 + 0.1  # above chance over 6 classes
-
-
-@pytest.mark.parametrize("override, message", [
-    ("method.plugins.ewk={}", "unknown plugin 'ewk' (did you mean 'ewc'?)"),
-    ("method.plugins.ewc.strenght=1", "plugin 'ewc': unknown option(s) strenght; it accepts: strength, decay, fisher_samples"),
-    ("method.plugins.replay={}", "set exactly one of buffer_size"),
-    ("method.plugins.ewc=3", "method.plugins.ewc: expected a table"),
-    ("method.plugins.lwf.temperature=0", "temperature > 0"),
-])
-def test_bad_plugin_config_names_the_problem(override, message):
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        build_config("smoke", None, [override])

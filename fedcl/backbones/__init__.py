@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fedcl.backbones.base import BackboneSpec, FrozenBackbone
 from fedcl.registry import Registry
 
-BACKBONES: Registry[Callable[..., FrozenBackbone]] = Registry("backbone")
+BACKBONES: Registry[Callable[..., FrozenBackbone]] = Registry("backbone", key="model.backbone")
 
 
 def create_backbone(

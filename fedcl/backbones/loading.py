@@ -79,7 +79,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, name: str) -> None:
 def offline_weights_error(name: str, exc: BaseException) -> ConfigError:
     return ConfigError(
         f"pretrained weights for backbone '{name}' are not available ({exc.__class__.__name__}); "
-        "put them in the library cache, pass model.checkpoint=PATH, or set model.pretrained=false"
+        "put them in the library cache, pass model.weights=PATH, or set model.pretrained=false"
     )
 
 

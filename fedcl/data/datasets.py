@@ -20,7 +20,7 @@ from fedcl.data.safe_pickle import load_data_pickle
 from fedcl.errors import DataError
 from fedcl.registry import Registry
 
-DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset")
+DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset", key="data.dataset")
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",

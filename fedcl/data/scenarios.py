@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fedcl.config import SCENARIOS
 from fedcl.data.arrays import DatasetSplits, ImageArrays
 from fedcl.data.shifts import DEFAULT_DOMAINS, apply_shift, parse_domain
 from fedcl.errors import ConfigError
-
-SCENARIOS = ("class_incremental", "task_incremental", "domain_incremental")
 
 
 @dataclass

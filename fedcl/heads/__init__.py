@@ -8,7 +8,7 @@ from fedcl.errors import ConfigError
 from fedcl.heads.base import Head
 from fedcl.registry import Registry
 
-HEADS: Registry[type[Head]] = Registry("head")
+HEADS: Registry[type[Head]] = Registry("head", key="model.head.name")
 
 
 def create_head(

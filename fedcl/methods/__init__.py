@@ -19,8 +19,8 @@ from fedcl.errors import ConfigError
 from fedcl.methods.base import Batch, Method, Plugin
 from fedcl.registry import Registry
 
-METHODS: Registry[type[Method]] = Registry("method")
-PLUGINS: Registry[type[Plugin]] = Registry("plugin")
+METHODS: Registry[type[Method]] = Registry("method", key="method.name")
+PLUGINS: Registry[type[Plugin]] = Registry("plugin", key="method.plugins")
 
 
 def _create(registry: Registry, kind: str, name: str, options: dict[str, Any]) -> Any:

@@ -8,7 +8,7 @@ from fedcl.errors import ConfigError
 from fedcl.registry import Registry
 from fedcl.transforms.base import InputTransform, PerTaskTransform
 
-TRANSFORMS: Registry[type[InputTransform]] = Registry("transform")
+TRANSFORMS: Registry[type[InputTransform]] = Registry("transform", key="model.transform.name")
 
 
 def create_transform(
