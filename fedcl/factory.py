@@ -12,6 +12,7 @@ import torch
 from fedcl.backbones import FrozenBackbone, create_backbone
 from fedcl.config import RunConfig
 from fedcl.data import Benchmark, build_benchmark, load_dataset
+from fedcl.errors import ConfigError
 from fedcl.heads import create_head
 from fedcl.learner import Learner, TrainSettings
 from fedcl.methods import Method, Plugin, create_method, create_plugin
@@ -26,6 +27,8 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA GPU is available here; use train.device=auto or cpu")
     return torch.device(name)
 
 
@@ -47,7 +50,7 @@ def make_benchmark(cfg: RunConfig) -> Benchmark:
 
 def make_backbone(cfg: RunConfig) -> FrozenBackbone:
     m = cfg.model
-    return create_backbone(m.backbone, pretrained=m.pretrained, checkpoint=m.checkpoint, image_size=cfg.data.image_size)
+    return create_backbone(m.backbone, pretrained=m.pretrained, weights=m.checkpoint)
 
 
 def make_method(cfg: RunConfig) -> Method:

@@ -26,9 +26,9 @@ from fedcl.model import ContinualModel
 
 
 @functools.lru_cache(maxsize=2)
-def shared_backbone(name: str, pretrained: bool, checkpoint: str | None, image_size: int) -> FrozenBackbone:
+def shared_backbone(name: str, pretrained: bool, weights: str | None) -> FrozenBackbone:
     """One frozen backbone per worker process (read-only, shared by every client it runs)."""
-    return create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size)
+    return create_backbone(name, pretrained=pretrained, weights=weights)
 
 
 def _key(cfg: FedRunConfig, *sections: str) -> str:
@@ -105,7 +105,7 @@ def build_model(cfg: FedRunConfig, benchmark: Benchmark) -> tuple[ContinualModel
     """A fresh transform + head around the worker's shared backbone (a private copy if the method trains it)."""
     method = make_method(cfg)
     m = cfg.model
-    backbone = shared_backbone(m.backbone, m.pretrained, m.checkpoint, cfg.data.image_size)
+    backbone = shared_backbone(m.backbone, m.pretrained, m.checkpoint)
     if method.trains_backbone:
         backbone = copy.deepcopy(backbone)
     return make_model(cfg, benchmark, method, backbone=backbone), method
