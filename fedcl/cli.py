@@ -21,8 +21,15 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, summary table or Flower info logs")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes give one line, like every other bad input (not argparse's usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"fedcl: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedcl", description="Federated continual learning with frozen backbones and learned input transformations.")
+    parser = _Parser(prog="fedcl", description="Federated continual learning with frozen backbones and learned input transformations.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="single-device continual learning on a task stream")
     _add_config_args(train)
