@@ -121,6 +121,15 @@ def _interrupt(signum: int, _frame) -> None:
 
 #: failures of the environment (files, numbers, devices) that reach the command line as one line
 _ENVIRONMENT_ERRORS = (OSError, OverflowError, MemoryError, RecursionError)
+#: words in torch's messages for numbers too large for C integers and for missing devices
+_ENVIRONMENT_WORDS = ("overflow", "cuda", "nvidia driver", "out of memory")
+
+
+def _from_environment(exc: BaseException) -> bool:
+    """A last resort: errors that bad input can provoke deep inside libraries (checks upstream should catch them first)."""
+    if isinstance(exc, _ENVIRONMENT_ERRORS):
+        return True
+    return isinstance(exc, (ValueError, RuntimeError, AssertionError)) and any(w in str(exc).lower() for w in _ENVIRONMENT_WORDS)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -135,10 +144,11 @@ def _run(args: argparse.Namespace) -> int:
     except FedclError as exc:
         print(f"fedcl: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except _ENVIRONMENT_ERRORS as exc:
-        if os.environ.get("FEDCL_DEBUG"):
+    except (*_ENVIRONMENT_ERRORS, ValueError, RuntimeError, AssertionError) as exc:
+        if os.environ.get("FEDCL_DEBUG") or not _from_environment(exc):
             raise
-        print(f"fedcl: error: {exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
+        hint = "a number in the config is too large for its use: " if "overflow" in str(exc).lower() else ""
+        print(f"fedcl: error: {hint}{exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
         return 2
     except SystemExit as exc:
         if exc.code != signal.SIGTERM:
