@@ -40,26 +40,42 @@ def arrays(draw) -> np.ndarray:
             if dtype not in (np.float32, np.float16, np.float64) else np.array(values, dtype=dtype).reshape(shape)
 
 
-def _checkpoint_metadata() -> st.SearchStrategy[dict[str, str]]:
-    good_round = st.integers(-5, 10**15).map(str)
-    rounds = st.one_of(good_round, st.text(max_size=8), st.just("9" * 5000), st.just(" 3 "))
-    configs = st.one_of(st.just(json.dumps(CONFIG)), json_values.map(json.dumps), st.text(max_size=12), st.just("[" * 5000))
-    states = st.one_of(st.just(json.dumps({"strategy": {}, "run_token": "t"})), json_values.map(json.dumps), st.text(max_size=12))
-    formats = st.one_of(st.just(FORMAT), st.text(max_size=10))
-    entries = st.fixed_dictionaries({}, optional={"format": formats, "round": rounds, "config": configs, "state": states})
-    return entries
+def _metadata_changes() -> st.SearchStrategy[dict[str, str]]:
+    """Some of a checkpoint's metadata entries replaced by odd or hostile values (often none)."""
+    rounds = st.one_of(st.integers(-5, 10**15).map(str), st.text(max_size=8), st.just("9" * 5000), st.just(" 3 "))
+    configs = st.one_of(json_values.map(json.dumps), st.text(max_size=12), st.just("[" * 5000), st.just(json.dumps({**CONFIG, "seed": 1})))
+    states = st.one_of(json_values.map(json.dumps), st.text(max_size=12))
+    return st.fixed_dictionaries({}, optional={"format": st.text(max_size=10), "round": rounds, "config": configs, "state": states})
+
+
+@st.composite
+def checkpoint_tensors(draw) -> dict[str, torch.Tensor]:
+    """The model's tensors with arbitrary values (NaN and infinities included), some dropped, replaced or added."""
+    tensors = {}
+    for key, ref in REFERENCE.items():
+        values = draw(st.lists(numbers, min_size=ref.numel(), max_size=ref.numel()))
+        tensors[f"global/{key}"] = torch.tensor(values, dtype=torch.float64).nan_to_num(0).to(ref.dtype).reshape(ref.shape) \
+            if not ref.is_floating_point() else torch.tensor(values, dtype=ref.dtype).reshape(ref.shape)
+    for key in draw(st.sets(st.sampled_from(sorted(tensors)), max_size=1)):
+        del tensors[key]
+    tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in draw(st.dictionaries(tensor_names, arrays(), max_size=2)).items()})
+    return tensors
 
 
 tensor_names = st.sampled_from(["global/transform.delta", "global/head.weight", "global/head.count", "adam_m/head.weight", "global/x", "x"])
 
 
 @FUZZ
-@given(meta=_checkpoint_metadata(), tensors=st.dictionaries(tensor_names, arrays(), max_size=4),
-       flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=3))
-def test_checkpoint_loading_gives_a_valid_checkpoint_or_one_clear_error(meta, tensors, flips):
+@given(changes=_metadata_changes(), tensors=checkpoint_tensors(), server_round=st.integers(1, LAST_ROUND),
+       flips=st.one_of(st.just([]), st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=3)))
+def test_checkpoint_loading_gives_a_valid_checkpoint_or_one_clear_error(changes, tensors, server_round, flips):
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "checkpoint.safetensors"
-        save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, str(path), metadata=meta)
+        path = save_checkpoint(Path(folder) / "checkpoint.safetensors", Checkpoint(server_round, CONFIG, tensors, {"run_token": "t"}))
+        if changes:
+            from safetensors.torch import load_file
+
+            meta = {"format": FORMAT, "round": str(server_round), "config": json.dumps(CONFIG), "state": "{}", **changes}
+            save_file(load_file(str(path)), str(path), metadata=meta)
         data = bytearray(path.read_bytes())
         for position, mask in flips:  # damage on disk
             data[position % len(data)] ^= mask
