@@ -15,7 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from fedcl.federation.checkpoint import FORMAT, Checkpoint, CheckpointError, check_state, config_differences, load_checkpoint, save_checkpoint
+from fedcl.federation.checkpoint import (
+    FORMAT,
+    Checkpoint,
+    CheckpointError,
+    check_state,
+    config_differences,
+    load_checkpoint,
+    save_checkpoint,
+)
 from fedcl.federation.codec import QPARAMS, BadUpdateError, decode, encode
 
 pytestmark = pytest.mark.system

@@ -14,6 +14,7 @@ from fedcl.errors import DataError
 from fedcl.factory import make_benchmark, make_learner, make_method, make_model
 from fedcl.guards import NonFiniteError, check_global_state, first_non_finite
 
+
 def test_a_nan_loss_stops_the_training_loop_naming_the_task():
     cfg = build_config(None, None, ["data.dataset=digits", "data.image_size=16", "data.num_tasks=2", "data.max_train_per_class=6",
                                     "data.max_test_per_class=2", "model.pretrained=false", "train.epochs=1"])

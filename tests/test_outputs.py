@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from fedcl.cli import main
 from fedcl.federation.checkpoint import CHECKPOINT_FILE, STAGED_CHECKPOINT_FILE
 from fedcl.outputs import prepare_out_dir, staged, write_text_atomic
-
 from tests.cases_reliability import INLINE
 
 #: a replay buffer gives the simulated clients state files on disk, which must survive too
@@ -98,7 +97,7 @@ def _staged_round(out: Path) -> int:
     try:
         with safe_open(str(out / STAGED_CHECKPOINT_FILE), framework="pt") as f:
             return int(f.metadata()["round"])
-    except Exception:  # not written yet, or being replaced
+    except (OSError, KeyError, ValueError, SafetensorError):  # not written yet, or being replaced
         return 0
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from fedcl.cli import main
-
 from tests.cases_reliability import ONE_LINE_ONLY, RELIABILITY_CASES
 
 

@@ -70,7 +70,7 @@ def check_host(host: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
-    name = host[:-1] if host.endswith(".") else host
+    name = host.removesuffix(".")
     if len(name) > 253 or not name or not all(_DNS_LABEL.match(label) for label in name.split(".")) or name.split(".")[-1].isdigit():
         raise ConfigError(f"--hosts: {host[:80]!r} is neither an IP address nor a valid DNS host name")
     return name
@@ -94,7 +94,7 @@ def generate(out: str | Path, hosts: list[str], nodes: int, days: int = 365, ove
     if (out / "ca.key").exists() and not overwrite:
         raise ConfigError(f"{out / 'ca.key'} exists; pass --overwrite to replace the certificate authority")
     prepare_out_dir(out)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = _key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedcl federation CA")])
     ca_cert = (

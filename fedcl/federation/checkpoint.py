@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from fedcl.errors import FedclError
 from fedcl.guards import first_non_finite
 from fedcl.outputs import staged

@@ -58,7 +58,7 @@ def cluster_resources(address: str, timeout_s: float) -> dict[str, float]:
     """The resources of the cluster at ``address``, read by a separate process that is stopped at the deadline."""
     check_reachable(address, min(timeout_s, 10.0))
     try:
-        done = subprocess.run([sys.executable, "-c", _RESOURCES_SCRIPT, address], capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run([sys.executable, "-c", _RESOURCES_SCRIPT, address], capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         raise RayClusterError(f"connecting to the Ray cluster at {address} took longer than {timeout_s:.0f} s; "
                               "is it a Ray head node (its GCS port, usually 6379)?") from None
