@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--per-class", type=int, default=100)
     args = parser.parse_args()
-    backbone = create_backbone("efficientnet_lite0", image_size=args.image_size)
+    backbone = create_backbone("efficientnet_lite0")
     cached, recomputed = timed(True, args, backbone), timed(False, args, backbone)
     print(f"head-only, {args.per_class * 10} images, {args.epochs} epochs, {args.image_size} px, {torch.get_num_threads()} threads")
     print(f"cached features:     {cached:7.2f} s")

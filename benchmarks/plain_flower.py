@@ -24,7 +24,7 @@ class Net(torch.nn.Module):
         super().__init__()
         from fedcl.backbones import create_backbone
 
-        backbone = create_backbone("efficientnet_lite0", image_size=image_size)
+        backbone = create_backbone("efficientnet_lite0")
         self.features = backbone.model
         self.register_buffer("mean", backbone.mean)
         self.register_buffer("std", backbone.std)

@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--methods", default="input_tuning,head_only,finetune")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    backbone = create_backbone("efficientnet_lite0", image_size=args.image_size)
+    backbone = create_backbone("efficientnet_lite0")
     print(f"device: {device_name(device)} | torch {torch.__version__} | {args.image_size} px | batch {args.batch_size} | "
           f"precision {plan_execution(device, args.precision).precision}")
     limit = backbone_limit(args, backbone)

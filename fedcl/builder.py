@@ -19,6 +19,7 @@ from fedcl.config import FedRunConfig, RunConfig, config_from_dict
 from fedcl.data import Benchmark, build_benchmark, load_dataset
 from fedcl.data.scenarios import Experience
 from fedcl.federation.schedule import TaskSchedule
+from fedcl.errors import ConfigError
 from fedcl.heads import create_head
 from fedcl.learner import Learner, TrainSettings
 from fedcl.methods import Method, Plugin, create_method, create_plugin
@@ -34,6 +35,8 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA GPU is available here; use train.device=auto or cpu")
     return torch.device(name)
 
 
@@ -55,7 +58,7 @@ def make_benchmark(cfg: RunConfig) -> Benchmark:
 
 def make_backbone(cfg: RunConfig) -> FrozenBackbone:
     m = cfg.model
-    return create_backbone(m.backbone, pretrained=m.pretrained, checkpoint=m.weights, image_size=cfg.data.image_size)
+    return create_backbone(m.backbone, pretrained=m.pretrained, weights=m.weights)
 
 
 def make_method(cfg: RunConfig) -> Method:
@@ -90,9 +93,9 @@ def make_learner(cfg: RunConfig, model: ContinualModel, method: Method, benchmar
 
 # ---------------------------------------------------------------------- federated: cached per worker process
 @functools.lru_cache(maxsize=2)
-def shared_backbone(name: str, pretrained: bool, checkpoint: str | None, image_size: int) -> FrozenBackbone:
+def shared_backbone(name: str, pretrained: bool, weights: str | None) -> FrozenBackbone:
     """One frozen backbone per worker process (read-only, shared by every client it runs)."""
-    return create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size)
+    return create_backbone(name, pretrained=pretrained, weights=weights)
 
 
 def _key(cfg: FedRunConfig, *sections: str) -> str:
@@ -171,7 +174,7 @@ def build_model(cfg: FedRunConfig, benchmark: Benchmark) -> tuple[ContinualModel
     """A fresh transform + head around the worker's shared backbone (a private copy if the method trains it)."""
     method = make_method(cfg)
     m = cfg.model
-    backbone = shared_backbone(m.backbone, m.pretrained, m.weights, cfg.data.image_size)
+    backbone = shared_backbone(m.backbone, m.pretrained, m.weights)
     if method.trains_backbone:
         backbone = copy.deepcopy(backbone)
     return make_model(cfg, benchmark, method, backbone=backbone), method

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from fedcl.errors import FedclError
@@ -18,8 +21,15 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, summary table or Flower info logs")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes give one line, like every other bad input (not argparse's usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"fedcl: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedcl", description="Federated continual learning with frozen backbones and learned input transformations.")
+    parser = _Parser(prog="fedcl", description="Federated continual learning with frozen backbones and learned input transformations.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="single-device continual learning on a task stream")
     _add_config_args(train)
@@ -44,15 +54,17 @@ def _default_out(args: argparse.Namespace) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from fedcl.config import build_config
     from fedcl.federation.settings import FedRunConfig
+    from fedcl.outputs import prepare_out_dir
     from fedcl.reporting import Reporter
     from fedcl.runner import run_single_device, write_results
 
     # The federated schema, so one config file serves both single-device and federated runs.
     cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
+    out = prepare_out_dir(args.out or _default_out(args))  # before any work: an unwritable --out fails now
     reporter = Reporter(quiet=args.quiet)
     reporter.start(cfg)
     results = run_single_device(cfg, on_task_end=reporter.task_done)
-    path = write_results(results, args.out or _default_out(args))
+    path = write_results(results, out)
     reporter.summary(results, path)
     return 0
 
@@ -99,16 +111,75 @@ def cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+class RunInterrupted(BaseException):
+    """SIGTERM or SIGINT: stops the run wherever it is (a BaseException, so no ``except Exception`` swallows it)."""
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise RunInterrupted(signal.Signals(signum).name)
+
+
+#: failures of the environment (files, numbers, devices) that reach the command line as one line
+_ENVIRONMENT_ERRORS = (OSError, OverflowError, MemoryError, RecursionError)
+#: words in torch's messages for numbers too large for C integers and for missing devices
+_ENVIRONMENT_WORDS = ("overflow", "cuda", "nvidia driver", "out of memory")
+
+
+def _from_environment(exc: BaseException) -> bool:
+    """A last resort: errors that bad input can provoke deep inside libraries (checks upstream should catch them first)."""
+    if isinstance(exc, _ENVIRONMENT_ERRORS):
+        return True
+    return isinstance(exc, (ValueError, RuntimeError, AssertionError)) and any(w in str(exc).lower() for w in _ENVIRONMENT_WORDS)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _run(args: argparse.Namespace) -> int:
+    commands = {"train": cmd_train, "simulate": cmd_simulate, "list": cmd_list, "certs": cmd_certs}
     try:
-        return {"train": cmd_train, "simulate": cmd_simulate, "list": cmd_list, "certs": cmd_certs}[args.command](args)
+        return commands[args.command](args)
     except FedclError as exc:
-        print(f"fedcl: error: {exc}", file=sys.stderr)
+        print(f"fedcl: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fedcl: interrupted", file=sys.stderr)
-        return 130
+    except (*_ENVIRONMENT_ERRORS, ValueError, RuntimeError, AssertionError) as exc:
+        if os.environ.get("FEDCL_DEBUG") or not _from_environment(exc):
+            raise
+        hint = "a number in the config is too large for its use: " if "overflow" in str(exc).lower() else ""
+        print(f"fedcl: error: {hint}{exc.__class__.__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:
+            raise
+        return _interrupted(args, "SIGTERM")  # Ray's driver turns SIGTERM into sys.exit(15)
+    except (KeyboardInterrupt, RunInterrupted) as exc:
+        return _interrupted(args, str(exc) if isinstance(exc, RunInterrupted) else "SIGINT")
+
+
+def _interrupted(args: argparse.Namespace, name: str) -> int:
+    kept = " (completed rounds are kept in its checkpoint: continue with --resume)" if args.command == "simulate" else ""
+    print(f"fedcl: error: interrupted by {name}; the run stopped{kept}", file=sys.stderr)
+    return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a one-line usage error
+        return int(exc.code or 0)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        code = _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if code == 130 and any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
+        sys.stderr.flush()
+        os._exit(code)  # a ServerApp thread still waits on its clients: files are written atomically, so stop now
+    return code
 
 
 if __name__ == "__main__":

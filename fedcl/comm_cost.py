@@ -26,7 +26,7 @@ def backbone_shapes(name: str, image_size: int) -> tuple[int, tuple[tuple[str, t
     """(feature dim, state shapes) of a registered backbone, built without pretrained weights."""
     from fedcl.backbones import create_backbone
 
-    backbone = create_backbone(name, pretrained=False, image_size=image_size)
+    backbone = create_backbone(name, pretrained=False)
     return backbone.feature_dim, tuple((k, tuple(v.shape), v.dtype) for k, v in backbone.model.state_dict().items())
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from fedcl.config import TrainConfig
 from fedcl.data.preprocessing import to_model_input
 from fedcl.data.scenarios import Benchmark, Experience
+from fedcl.guards import finite_loss
 from fedcl.methods.base import Batch, Method, Plugin
 from fedcl.model import ContinualModel
 from fedcl.precision import plan_execution, with_layout
@@ -176,7 +177,7 @@ class Learner:
                 if optimizer is not None and loss.requires_grad:
                     self.plan.backward_step(loss, optimizer, scaler)
                 self.model.head.observe(features.detach().float(), labels)
-                total_loss += float(loss.detach()) * len(labels)
+                total_loss += finite_loss(loss, experience.task_id) * len(labels)
                 seen += len(labels)
         self.model.eval()
         for plugin in self.plugins:

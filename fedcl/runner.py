@@ -16,6 +16,9 @@ from fedcl.methods.base import Method
 from fedcl.model import ContinualModel
 from fedcl.builder import make_benchmark, make_learner, make_method, make_model, resolve_device
 from fedcl.metrics import count_parameters, peak_memory_mb, summarize
+from fedcl.outputs import staged, write_text_atomic
+
+RESULTS_FILE = "results.json"
 
 
 def run_single_device(cfg: RunConfig, on_task_end: Callable[[int, list[float]], None] | None = None) -> dict[str, Any]:
@@ -62,14 +65,11 @@ def describe_run(cfg: RunConfig, benchmark: Benchmark, method: Method, model: Co
     }
 
 
-def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(path)
-    return path
+def write_results(results: dict[str, Any], out_dir: str | Path, stage: bool = False) -> Path:
+    """``out_dir/results.json``, replaced in one step (the previous file stays whole until then);
+    with ``stage``, its staged name, for :func:`fedcl.outputs.promote_all` to move into place."""
+    path = Path(out_dir) / RESULTS_FILE
+    return write_text_atomic(staged(path) if stage else path, json.dumps(results, indent=2))
 
 
 #: fields of results.json measured by the clock or the OS (everything else is a function of config and seed)

@@ -9,6 +9,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from fedcl.backbones.loading import read_state_dict
+from fedcl.outputs import write_atomic
 
 #: the final global state (transform + head, plus any unfrozen backbone stages) of a federated run
 GLOBAL_MODEL_FILE = "global_model.safetensors"
@@ -16,12 +17,8 @@ GLOBAL_MODEL_FILE = "global_model.safetensors"
 
 def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write atomically (a crash never leaves a half-written file under ``path``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -76,15 +76,15 @@ def test_local_checkpoint_is_loaded_safely(tmp_path):
     source = create_backbone("resnet18", pretrained=False)
     path = tmp_path / "resnet18.pth"
     torch.save(source.model.state_dict(), path)
-    loaded = create_backbone("resnet18", checkpoint=str(path))
+    loaded = create_backbone("resnet18", weights=str(path))
     x = torch.rand(1, 3, 32, 32)
     assert torch.equal(source(x), loaded(x))
     with pytest.raises(DataError, match="does not fit backbone 'mobilenetv3'"):
-        create_backbone("mobilenetv3", checkpoint=str(path))
+        create_backbone("mobilenetv3", weights=str(path))
     evil = tmp_path / "evil.pth"
     torch.save({"x": torch.zeros(1), "obj": object()}, evil)
     with pytest.raises(DataError, match="cannot read checkpoint"):
-        create_backbone("resnet18", checkpoint=str(evil))
+        create_backbone("resnet18", weights=str(evil))
 
 
 def test_unfreeze_last_stage_only(lite0):
@@ -123,7 +123,7 @@ def test_activation_checkpointing_gives_the_same_input_gradients(lite0):
 
 
 def test_activation_checkpointing_on_a_backbone_without_it_is_a_config_error():
-    backbone = create_backbone("torchvision:resnet18", pretrained=False, image_size=32)
+    backbone = create_backbone("torchvision:resnet18", pretrained=False)
     backbone.set_activation_checkpointing(False)  # asking for nothing is fine
     with pytest.raises(ConfigError, match="does not support it"):
         backbone.set_activation_checkpointing(True)

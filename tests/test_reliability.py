@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 from safetensors import safe_open
 
 from fedcl.config import build_config
-from fedcl.federation.checkpoint import CHECKPOINT_FILE
+from fedcl.federation.checkpoint import STAGED_CHECKPOINT_FILE
 from fedcl.federation.client_app import handle_evaluate, handle_query, handle_train, partition_id
 from fedcl.federation.codec import encode
 from fedcl.federation.inline import run_inline
@@ -146,7 +146,7 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
     proc = subprocess.Popen([*args, "-o", str(killed)], env=env)
     try:
         deadline = time.monotonic() + 600
-        while _checkpoint_round(killed / CHECKPOINT_FILE) < 3:
+        while _checkpoint_round(killed / STAGED_CHECKPOINT_FILE) < 3:  # a run in progress checkpoints under the staged name
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.2)

@@ -14,21 +14,20 @@ def create_backbone(
     name: str = "efficientnet_lite0",
     *,
     pretrained: bool = True,
-    checkpoint: str | None = None,
-    image_size: int | None = None,
+    weights: str | None = None,
 ) -> FrozenBackbone:
     """Build a frozen backbone by registered name.
 
     ``timm:<model>`` and ``torchvision:<model>`` reach any model of those libraries.
-    ``checkpoint`` is a local weights file (``.pth``/``.pt``/``.safetensors``);
+    ``weights`` is a local weights file (``.pth``/``.pt``/``.safetensors``);
     without it pretrained weights come from the library's cache or hub, and a
     missing offline copy raises a one-line :class:`~fedcl.errors.ConfigError`.
     """
     for prefix in ("timm:", "torchvision:"):
         if name.startswith(prefix):
             factory = BACKBONES.get(prefix)
-            return factory(name[len(prefix) :], pretrained=pretrained, checkpoint=checkpoint, image_size=image_size)
-    return BACKBONES.get(name)(pretrained=pretrained, checkpoint=checkpoint, image_size=image_size)
+            return factory(name[len(prefix) :], pretrained=pretrained, weights=weights)
+    return BACKBONES.get(name)(pretrained=pretrained, weights=weights)
 
 
 def backbone_names() -> list[str]:

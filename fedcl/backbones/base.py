@@ -99,6 +99,3 @@ class FrozenBackbone(nn.Module):
             crc = zlib.crc32(key.encode(), crc)
             crc = zlib.crc32(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes(), crc)
         return crc
-
-    def parameter_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())

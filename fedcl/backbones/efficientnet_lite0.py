@@ -12,7 +12,7 @@ import torch
 
 from fedcl.backbones import BACKBONES
 from fedcl.backbones.base import BackboneSpec, FrozenBackbone
-from fedcl.backbones.loading import load_checkpoint, split_stages
+from fedcl.backbones.loading import load_weights, split_stages
 from fedcl.errors import ConfigError, DataError
 
 ARCH = "tf_efficientnet_lite0"
@@ -45,10 +45,10 @@ def map_packaged_state(model: torch.nn.Module, path: str) -> dict[str, torch.Ten
 
 
 @BACKBONES.register("efficientnet_lite0")
-def efficientnet_lite0(*, pretrained: bool = True, checkpoint: str | None = None, image_size: int | None = None) -> FrozenBackbone:
+def efficientnet_lite0(*, pretrained: bool = True, weights: str | None = None) -> FrozenBackbone:
     model = timm.create_model(ARCH, pretrained=False, num_classes=0)
-    if checkpoint:
-        load_checkpoint(model, checkpoint, "efficientnet_lite0")
+    if weights:
+        load_weights(model, weights, "efficientnet_lite0")
     elif pretrained:
         model.load_state_dict(map_packaged_state(model, packaged_weights_path()))
     cfg = model.pretrained_cfg

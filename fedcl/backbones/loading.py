@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from fedcl.errors import ConfigError, DataError
+from fedcl.guards import first_non_finite
 
 _BLOCK_CONTAINERS = ("blocks", "stages", "layers", "features")
 
@@ -41,30 +44,46 @@ def split_stages(model: nn.Module) -> list[nn.Module]:
     return stages
 
 
+def _load_tensors(path: Path) -> object:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notes on pickle protocols would add lines to a one-line error
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    """One line, without torch's advice to unpickle (``weights_only=False`` runs whatever the file holds)."""
+    if path.suffix == ".safetensors":
+        why = f"not a valid safetensors file ({exc.__class__.__name__})"
+    elif zipfile.is_zipfile(path):
+        why = "a torch file that holds Python objects other than tensors, which fedcl never unpickles; save a plain state dict or safetensors"
+    else:
+        why = "neither a safetensors file nor a torch file of plain tensors (fedcl never unpickles other objects)"
+    return DataError(f"cannot read checkpoint {path}: {why}")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a weights file without unpickling arbitrary objects."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint file not found: {path}")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _load_tensors(path)
     except Exception as exc:  # corrupt or unsafe file
-        raise DataError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}") from None
+        raise _unreadable(path, exc) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise DataError(f"checkpoint {path} does not hold a state dict of tensors")
     return state
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, name: str) -> None:
-    """Load a local checkpoint into a feature extractor, ignoring classifier weights."""
+def load_weights(model: nn.Module, path: str | Path, name: str) -> None:
+    """Load a local weights file into a feature extractor, ignoring classifier weights; refuses non-finite weights."""
     state = read_state_dict(path)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own}
@@ -73,6 +92,9 @@ def load_checkpoint(model: nn.Module, path: str | Path, name: str) -> None:
     if mismatched or missing:
         detail = f"shape mismatch at {mismatched[:3]}" if mismatched else f"missing {missing[:3]}"
         raise DataError(f"checkpoint {path} does not fit backbone '{name}': {detail}")
+    bad = first_non_finite(usable)
+    if bad:
+        raise DataError(f"weights file {path} holds {bad}; a backbone must have finite weights")
     model.load_state_dict(usable)
 
 

@@ -6,7 +6,7 @@ import timm
 
 from fedcl.backbones import BACKBONES
 from fedcl.backbones.base import BackboneSpec, FrozenBackbone
-from fedcl.backbones.loading import feature_dim_of, load_checkpoint, offline_weights_error, split_stages
+from fedcl.backbones.loading import feature_dim_of, load_weights, offline_weights_error, split_stages
 
 SHORT_NAMES = {
     "resnet18": "resnet18",
@@ -17,10 +17,10 @@ SHORT_NAMES = {
 }
 
 
-def build_timm(arch: str, *, pretrained: bool, checkpoint: str | None, image_size: int | None, name: str) -> FrozenBackbone:
+def build_timm(arch: str, *, pretrained: bool, weights: str | None, name: str) -> FrozenBackbone:
     kwargs = {"dynamic_img_size": True} if arch.startswith(("vit", "deit")) else {}
     try:
-        model = timm.create_model(arch, pretrained=pretrained and not checkpoint, num_classes=0, **kwargs)
+        model = timm.create_model(arch, pretrained=pretrained and not weights, num_classes=0, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             from fedcl.errors import ConfigError
@@ -29,8 +29,8 @@ def build_timm(arch: str, *, pretrained: bool, checkpoint: str | None, image_siz
         raise offline_weights_error(name, exc) from None
     except Exception as exc:  # network/hub errors when offline
         raise offline_weights_error(name, exc) from None
-    if checkpoint:
-        load_checkpoint(model, checkpoint, name)
+    if weights:
+        load_weights(model, weights, name)
     cfg = model.pretrained_cfg
     spec = BackboneSpec(name, feature_dim_of(model), cfg["input_size"][-1], tuple(cfg["mean"]), tuple(cfg["std"]))
     return FrozenBackbone(model, spec, split_stages(model))
@@ -38,8 +38,8 @@ def build_timm(arch: str, *, pretrained: bool, checkpoint: str | None, image_siz
 
 def _register(short: str, arch: str) -> None:
     @BACKBONES.register(short)
-    def factory(*, pretrained: bool = True, checkpoint: str | None = None, image_size: int | None = None) -> FrozenBackbone:
-        return build_timm(arch, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size, name=short)
+    def factory(*, pretrained: bool = True, weights: str | None = None) -> FrozenBackbone:
+        return build_timm(arch, pretrained=pretrained, weights=weights, name=short)
 
 
 for _short, _arch in SHORT_NAMES.items():
@@ -47,5 +47,5 @@ for _short, _arch in SHORT_NAMES.items():
 
 
 @BACKBONES.register("timm:")
-def any_timm(arch: str, *, pretrained: bool = True, checkpoint: str | None = None, image_size: int | None = None) -> FrozenBackbone:
-    return build_timm(arch, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size, name=f"timm:{arch}")
+def any_timm(arch: str, *, pretrained: bool = True, weights: str | None = None) -> FrozenBackbone:
+    return build_timm(arch, pretrained=pretrained, weights=weights, name=f"timm:{arch}")

@@ -16,6 +16,7 @@ import torch
 
 from fedcl.data.arrays import DatasetSplits, ImageArrays
 from fedcl.data.idx import read_idx
+from fedcl.data.image_folder import scan_image_folder
 from fedcl.data.safe_pickle import load_data_pickle
 from fedcl.errors import DataError
 from fedcl.registry import Registry
@@ -165,14 +166,14 @@ IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
 
 @DATASETS.register("imagefolder")
 def imagefolder(root: Path | None = None, download: bool = False, size: int = 64) -> DatasetSplits:
-    """A user's ``root/train/<class>/*.png`` and ``root/test/<class>/*.png`` (torchvision ImageFolder).
+    """A user's ``root/train/<class>/*.png`` and ``root/test/<class>/*.png`` (ImageFolder's layout; symlinks
+    that leave a class folder are not followed, see :mod:`fedcl.data.image_folder`).
 
     Images are decoded once, converted to RGB and resized to ``size`` (a square) for storage.
     """
     if root is None:
         raise DataError("dataset 'imagefolder' needs data.root (a folder with train/ and test/ subfolders)")
     from PIL import Image
-    from torchvision.datasets import ImageFolder
     from torchvision.transforms import functional as TF
 
     splits = {}
@@ -181,15 +182,12 @@ def imagefolder(root: Path | None = None, download: bool = False, size: int = 64
         folder = root / split
         if not folder.is_dir():
             raise DataError(f"imagefolder: {folder} not found (expected {root}/train/<class>/... and {root}/test/<class>/...)")
-        try:
-            ds = ImageFolder(str(folder))
-        except (FileNotFoundError, OSError) as exc:
-            raise DataError(f"imagefolder {folder}: {exc}") from None
-        if class_names is not None and ds.classes != class_names:
+        classes, samples = scan_image_folder(folder)
+        if class_names is not None and classes != class_names:
             raise DataError(f"imagefolder: classes of {folder} differ from those of {root / 'train'}")
-        class_names = ds.classes
+        class_names = classes
         images = []
-        for path, _ in ds.samples:
+        for path, _ in samples:
             try:
                 with Image.open(path) as opened:
                     img = opened.copy()  # decodes fully, in its own mode (torchvision's loader would force RGB)
@@ -199,7 +197,7 @@ def imagefolder(root: Path | None = None, download: bool = False, size: int = 64
                 raise DataError(f"image {path} has mode {img.mode!r}; fedcl reads 8-bit images ({', '.join(IMAGE_MODES)})")
             img = img.convert("RGB").resize((size, size))
             images.append(TF.pil_to_tensor(img))
-        splits[split] = ImageArrays(torch.stack(images), torch.tensor(ds.targets, dtype=torch.long))
+        splits[split] = ImageArrays(torch.stack(images), torch.tensor([label for _, label in samples], dtype=torch.long))
     return DatasetSplits(f"imagefolder:{root}", splits["train"], splits["test"], class_names or [])
 
 

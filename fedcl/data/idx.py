@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"data file not found: {path}") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # includes a gzip file with a corrupt body
         raise DataError(f"cannot read {path}: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")

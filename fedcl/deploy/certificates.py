@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedcl.errors import ConfigError
+from fedcl.outputs import prepare_out_dir
 
 
 @dataclass
@@ -56,17 +58,43 @@ def _san(hosts: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
-def generate(out: str | Path, hosts: list[str], nodes: int, days: int = 365, overwrite: bool = False) -> Certificates:
-    """Create the CA, a server certificate valid for ``hosts``, and ``nodes`` SuperNode key pairs."""
-    out = Path(out)
+#: longest validity accepted (ten years); certificates meant to last longer should be renewed instead
+MAX_DAYS = 3650
+MAX_NODES = 10_000
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def check_host(host: str) -> str:
+    """``host`` if it is an IP address or a valid DNS name (RFC 1123), else one clear error."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    name = host.removesuffix(".")
+    if len(name) > 253 or not name or not all(_DNS_LABEL.match(label) for label in name.split(".")) or name.split(".")[-1].isdigit():
+        raise ConfigError(f"--hosts: {host[:80]!r} is neither an IP address nor a valid DNS host name")
+    return name
+
+
+def check_request(hosts: list[str], nodes: int, days: int) -> list[str]:
+    """The checked host names; days and node counts in range (one clear error otherwise)."""
     if not hosts:
         raise ConfigError("--hosts must name at least one host or IP address the SuperNodes use to reach the SuperLink")
-    if nodes < 0:
-        raise ConfigError("--nodes must be at least 0")
+    if not 0 <= nodes <= MAX_NODES:
+        raise ConfigError(f"--nodes must be between 0 and {MAX_NODES}, not {str(nodes)[:30]}")
+    if not 1 <= days <= MAX_DAYS:
+        raise ConfigError(f"--days must be between 1 and {MAX_DAYS} (ten years), not {str(days)[:30]}")
+    return [check_host(h) for h in hosts]
+
+
+def generate(out: str | Path, hosts: list[str], nodes: int, days: int = 365, overwrite: bool = False) -> Certificates:
+    """Create the CA, a server certificate valid for ``hosts``, and ``nodes`` SuperNode key pairs."""
+    hosts = check_request(hosts, nodes, days)
+    out = Path(out)
     if (out / "ca.key").exists() and not overwrite:
         raise ConfigError(f"{out / 'ca.key'} exists; pass --overwrite to replace the certificate authority")
-    out.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    prepare_out_dir(out)
+    now = dt.datetime.now(dt.UTC)
     ca_key = _key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedcl federation CA")])
     ca_cert = (

@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from fedcl.errors import FedclError
+from fedcl.guards import first_non_finite
+from fedcl.outputs import staged
 from fedcl.state_files import READ_ERRORS, read_state_and_metadata, save_state
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+#: where a run in progress writes its checkpoints (it becomes ``CHECKPOINT_FILE`` when the run succeeds)
+STAGED_CHECKPOINT_FILE = staged(CHECKPOINT_FILE).name
 FORMAT = "fedcl-checkpoint/1"
 #: settings that change how a run executes, not what it computes: they may differ on resume
 EXECUTION_KEYS = frozenset({
@@ -63,8 +68,31 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     return save_state(ckpt.tensors, path, metadata=meta)
 
 
-def load_checkpoint(path: str | Path, config: dict[str, Any]) -> Checkpoint:
-    """Read and check a checkpoint against the current config; every failure names the file and the problem."""
+def resume_path(out: str | Path) -> Path:
+    """The checkpoint ``--resume`` continues from: an interrupted run's staged one, else the last finished run's."""
+    out = Path(out)
+    return out / STAGED_CHECKPOINT_FILE if (out / STAGED_CHECKPOINT_FILE).is_file() else out / CHECKPOINT_FILE
+
+
+def _parse_metadata(path: Path, meta: dict[str, str], last_round: int | None) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """(round, config, server state) from the metadata; damaged or absurd values raise :class:`CheckpointError`."""
+    try:
+        saved_config = json.loads(meta["config"])
+        state = json.loads(meta["state"])
+        server_round = int(meta["round"])
+    except (KeyError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"checkpoint {path} has damaged metadata ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(saved_config, dict) or not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} has damaged metadata (config and state must be JSON objects)")
+    if server_round < 1 or (last_round is not None and server_round > last_round):
+        rounds = f"1..{last_round}" if last_round is not None else "1 or more"
+        raise CheckpointError(f"checkpoint {path} claims round {str(server_round)[:30]}, outside this run's rounds {rounds}")
+    return server_round, saved_config, state
+
+
+def load_checkpoint(path: str | Path, config: dict[str, Any], last_round: int | None = None) -> Checkpoint:
+    """Read and check a checkpoint against the current config (and its round against ``last_round``);
+    every failure names the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: no checkpoint at {path} (run without federation.resume first)")
@@ -74,12 +102,10 @@ def load_checkpoint(path: str | Path, config: dict[str, Any]) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a fedcl checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
-    try:
-        saved_config = json.loads(meta["config"])
-        state = json.loads(meta["state"])
-        server_round = int(meta["round"])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} has damaged metadata ({type(exc).__name__}: {exc})") from None
+    server_round, saved_config, state = _parse_metadata(path, meta, last_round)
+    bad = first_non_finite(tensors)
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds {bad}; it cannot be resumed (start a new run)")
     differences = config_differences(saved_config, config)
     if differences:
         shown = "; ".join(f"{k}: {flatten(saved_config).get(k)!r} in the checkpoint, {flatten(config).get(k)!r} now" for k in differences[:3])

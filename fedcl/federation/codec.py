@@ -98,7 +98,10 @@ def decode(record: ArrayRecord, reference: dict[str, torch.Tensor], source: str 
     for key in keys:
         x = record[key].numpy()
         if key + QPARAMS in record:
-            lo, scale = record[key + QPARAMS].numpy().astype(np.float64)
+            qparams = record[key + QPARAMS].numpy()
+            if qparams.dtype != np.float32 or qparams.shape != (2,) or x.dtype != np.int8:
+                raise BadUpdateError(f"{source}: '{key}' has malformed 8-bit quantisation parameters (expected 2 float32 values beside int8 codes)")
+            lo, scale = qparams.astype(np.float64)
             x = ((x.astype(np.float64) + 128) * scale + lo).astype(np.float32)
         ref = reference[key]
         allowed = _WIRE_DTYPES.get(ref.dtype, (_NUMPY_OF.get(ref.dtype),))

@@ -20,20 +20,16 @@ from fedcl.builder import benchmark_for, build_learner, build_model, client_stre
 from fedcl.errors import FedclError
 from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
-from fedcl.federation.checkpoint import (
-    CHECKPOINT_FILE,
-    Checkpoint,
-    CheckpointError,
-    check_state,
-    load_checkpoint,
-    save_checkpoint,
-)
+from fedcl.federation.checkpoint import (CHECKPOINT_FILE, STAGED_CHECKPOINT_FILE, Checkpoint, CheckpointError, check_state, load_checkpoint,
+                                         resume_path, save_checkpoint)
 from fedcl.federation.codec import encode
 from fedcl.federation.privacy import epsilons, noise_std
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.strategy import FedCLStrategy
+from fedcl.guards import check_global_state
 from fedcl.metrics import peak_memory_mb, summarize
-from fedcl.runner import describe_run, write_results
+from fedcl.outputs import promote_all, staged, write_text_atomic
+from fedcl.runner import RESULTS_FILE, describe_run, write_results
 from fedcl.state_files import GLOBAL_MODEL_FILE, save_state
 
 #: written by the ServerApp when the run fails on the user's input, read back by ``fedcl simulate``
@@ -63,7 +59,7 @@ def server_model(cfg: FedRunConfig):
 
 def checked_checkpoint(cfg: FedRunConfig, path: Path, global_state: dict[str, torch.Tensor]) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
     """The checkpoint at ``path``, checked against the config and the model (clear errors otherwise)."""
-    ckpt = load_checkpoint(path, cfg.to_dict())
+    ckpt = load_checkpoint(path, cfg.to_dict(), cfg.num_rounds)
     checked = check_state(ckpt, "global", global_state, path)
     if "strategy" not in ckpt.state or "run_token" not in ckpt.state:
         raise CheckpointError(f"checkpoint {path} lacks the server state (strategy, run token)")
@@ -76,7 +72,7 @@ def preflight(cfg: FedRunConfig, out: Path) -> None:
     *_, global_state = server_model(cfg)
     client_stream(cfg, 0)  # partitions the shared data for every client (cached for the run)
     if cfg.federation.resume:
-        checked_checkpoint(cfg, out / CHECKPOINT_FILE, global_state)
+        checked_checkpoint(cfg, resume_path(out), global_state)
 
 
 def client_eval_due(cfg: FedRunConfig, server_round: int) -> bool:
@@ -138,6 +134,7 @@ def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluatio
         train_config = ConfigRecord({"local-epochs": f.local_epochs, "run-token": run_token})
         replies = grid.send_and_receive(strategy.train_messages(server_round, train_config, grid), timeout=f.round_timeout_s)
         strategy.aggregate_train(server_round, replies)
+        check_global_state(strategy.global_state, server_round, cfg.to_dict())
         due = client_eval_due(cfg, server_round)
         if due:
             evaluation.rounds.add(server_round)
@@ -164,15 +161,19 @@ def start_or_resume(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: Serv
     """(first round, run token): a fresh run evaluates the untrained model (round 0); a resumed one
     restores the strategy and the accuracies from the checkpoint."""
     if not cfg.federation.resume:
-        path.unlink(missing_ok=True)
         evaluation(0, strategy.global_state)
         return 1, uuid.uuid4().hex
-    ckpt, checked = checked_checkpoint(cfg, path, strategy.global_state)
+    source = resume_path(path.parent)
+    ckpt, checked = checked_checkpoint(cfg, source, strategy.global_state)
     adam = {g: ckpt.group(g) for g in ("adam_m", "adam_v")}
-    strategy.load_state_dict(ckpt.state["strategy"], checked, adam["adam_m"], adam["adam_v"])
-    evaluation.accuracy.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
-    log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, path)
-    return ckpt.server_round + 1, ckpt.state["run_token"]
+    try:
+        strategy.load_state_dict(ckpt.state["strategy"], checked, adam["adam_m"], adam["adam_v"])
+        evaluation.accuracy.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
+        first_round, run_token = ckpt.server_round + 1, str(ckpt.state["run_token"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {source} has damaged server state ({type(exc).__name__}: {str(exc)[:100]})") from None
+    log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, source)
+    return first_round, run_token
 
 
 def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -186,7 +187,7 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
                              backbone_crc=None if method.trains_backbone else model.backbone.fingerprint())
     evaluation = ServerEvaluation(cfg, benchmark, model, method)
     wait_for_nodes(grid, f.min_available_nodes or f.num_clients, f.node_wait_s)
-    path = Path(out or "runs/federated") / CHECKPOINT_FILE
+    path = Path(out or "runs/federated") / STAGED_CHECKPOINT_FILE  # becomes CHECKPOINT_FILE when the run succeeds
     first_round, run_token = start_or_resume(cfg, strategy, evaluation, path)
 
     def checkpoint(server_round: int) -> None:
@@ -320,11 +321,12 @@ def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None
         try:
             results, final_state = run_server(resolved, grid, out)
         except FedclError as exc:  # left for whoever started the run (Flower's engines only log ServerApp errors)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / ERROR_FILE).write_text(json.dumps({"error": str(exc)}))
+            write_text_atomic(out / ERROR_FILE, json.dumps({"error": str(exc)}))
             raise
-        path = write_results(results, out)
-        save_state(final_state, out / GLOBAL_MODEL_FILE)
+        save_state(final_state, staged(out / GLOBAL_MODEL_FILE))  # written in full before anything is replaced
+        write_results(results, out, stage=True)
+        path = promote_all(out, GLOBAL_MODEL_FILE, CHECKPOINT_FILE, RESULTS_FILE)  # results.json last
+        (out / ERROR_FILE).unlink(missing_ok=True)
         # the ServerApp's log reaches whoever started the run (`flwr run --stream`, `flwr log <run-id>`)
         log(INFO, "fedcl results: %s", json.dumps(headline(results, path)))
 

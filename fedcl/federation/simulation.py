@@ -12,10 +12,13 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedcl.federation.ray_cluster import check_ray_cluster
 from fedcl.federation.settings import FedRunConfig
+from fedcl.outputs import file_identity, prepare_out_dir, promote, recover_dir, staged
 
 
 def backend_config(cfg: FedRunConfig) -> dict[str, Any]:
@@ -37,36 +40,50 @@ def run_federated(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -
     """Simulate the federation on the configured backend; returns (and writes) the results."""
     from fedcl.federation.server_app import preflight
 
-    preflight(cfg, Path(out_dir))
+    out = prepare_out_dir(out_dir)  # before any work: an unwritable --out fails now, not after training
+    preflight(cfg, out)
     if cfg.federation.backend == "inline":
-        return run_inline_simulation(cfg, out_dir, quiet)
-    return run_ray_simulation(cfg, out_dir, quiet)
+        return run_inline_simulation(cfg, out, quiet)
+    check_ray_cluster(cfg)
+    return run_ray_simulation(cfg, out, quiet)
 
 
 CLIENT_STATE_DIR = "client_state"
 
 
 def _prepare(cfg: FedRunConfig, out: Path) -> Path:
-    """Clear the previous results (and, unless resuming, the simulated clients' saved state); returns that folder."""
-    from fedcl.federation.server_app import ERROR_FILE
+    """The folder where this run's simulated clients keep their state: a staged copy (promoted over
+    ``client_state`` when the run succeeds), so that nothing of the previous run changes before then."""
+    from fedcl.federation.checkpoint import STAGED_CHECKPOINT_FILE
 
-    for stale in ("results.json", ERROR_FILE):
-        (out / stale).unlink(missing_ok=True)
-    folder = out / CLIENT_STATE_DIR
-    if not cfg.federation.resume:
-        shutil.rmtree(folder, ignore_errors=True)
+    final = out / CLIENT_STATE_DIR
+    recover_dir(final)
+    folder = staged(final)
+    if cfg.federation.resume and (out / STAGED_CHECKPOINT_FILE).is_file():
+        folder.mkdir(parents=True, exist_ok=True)  # continue the interrupted run
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's scratch state, superseded by this run
+    if cfg.federation.resume and final.is_dir():
+        shutil.copytree(final, folder)  # continue from the last finished run's state
+    elif not cfg.federation.resume:
+        (out / STAGED_CHECKPOINT_FILE).unlink(missing_ok=True)
     return folder
 
 
-def _read_results(out: Path) -> dict[str, Any]:
+def _run_and_read(out: Path, run: Callable[[], None]) -> dict[str, Any]:
+    """Run the simulation and return its results; only files that this run wrote count."""
     from fedcl.errors import FedclError
     from fedcl.federation.server_app import ERROR_FILE
+    from fedcl.runner import RESULTS_FILE
 
-    path = out / "results.json"
-    if (out / ERROR_FILE).exists():
-        raise FedclError(json.loads((out / ERROR_FILE).read_text())["error"])
-    if not path.exists():
+    path, error = out / RESULTS_FILE, out / ERROR_FILE
+    before = file_identity(path), file_identity(error)
+    run()
+    if file_identity(error) not in (None, before[1]):
+        raise FedclError(json.loads(error.read_text())["error"])
+    if file_identity(path) in (None, before[0]):
         raise FedclError(f"the simulation ended without writing {path} (see the log above for the ServerApp error)")
+    promote(out / CLIENT_STATE_DIR)
     return json.loads(path.read_text())
 
 
@@ -82,10 +99,9 @@ def run_inline_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = 
     if quiet:
         flwr_logger.addFilter(_warnings_only)
     try:
-        run_inline(build_server_app(cfg, out), build_client_app(cfg, client_state), cfg.federation.num_clients)
+        return _run_and_read(out, lambda: run_inline(build_server_app(cfg, out), build_client_app(cfg, client_state), cfg.federation.num_clients))
     finally:
         flwr_logger.removeFilter(_warnings_only)
-    return _read_results(out)
 
 
 def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
@@ -105,7 +121,8 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = Fal
     flwr_logger = logging.getLogger("flwr")
     if quiet:
         flwr_logger.addFilter(_warnings_only)
-    try:
+
+    def simulate() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             run_simulation(
@@ -114,6 +131,8 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = Fal
                 num_supernodes=cfg.federation.num_clients,
                 backend_config=backend_config(cfg),
             )
+
+    try:
+        return _run_and_read(out, simulate)
     finally:
         flwr_logger.removeFilter(_warnings_only)
-    return _read_results(out)
