@@ -14,6 +14,7 @@ from fedcl.data.preprocessing import to_model_input
 from fedcl.data.scenarios import Benchmark, Experience
 from fedcl.guards import finite_loss
 from fedcl.methods.base import Batch, Method, Plugin
+from fedcl.methods.statistics import GatheredTasks
 from fedcl.model import ContinualModel
 from fedcl.precision import plan_execution, with_layout
 
@@ -61,6 +62,9 @@ class Learner:
         self.cache = FeatureCache() if method.can_cache_features(model) else None
         #: the method first, then continual-learning plugins (EWC, LwF, replay, FedProx's proximal term...)
         self.plugins: list[Plugin] = [method, *(plugins or [])]
+        #: tasks already in a statistical head's sums (plugin state: persists across federated rounds)
+        self.gathered = GatheredTasks()
+        self.plugins.append(self.gathered)
         self.seen_classes: set[int] = set()
         self.current_task: int | None = None
         self.generator = torch.Generator().manual_seed(settings.seed)
@@ -158,6 +162,8 @@ class Learner:
             plugin.before_experience(self, experience)
         s = self.settings
         optimizer = self.make_optimizer()
+        if optimizer is None and self.model.head.gathers_statistics:
+            return self.gather_statistics(experience)
         scaler = self.plan.grad_scaler()
         mask = self.train_mask(experience)
         self.model.train()
@@ -183,6 +189,31 @@ class Learner:
         for plugin in self.plugins:
             plugin.after_experience(self, experience)
         return {"loss": total_loss / max(seen, 1), "num_examples": seen, "train_time_s": time.perf_counter() - start}
+
+    def gather_statistics(self, experience: Experience) -> dict[str, float]:
+        """Nothing trains and the head is statistical: one pass adds the experience's samples to the sums."""
+        start = time.perf_counter()
+        gathered = self.accumulate_statistics(experience)
+        for plugin in self.plugins:
+            plugin.after_experience(self, experience)
+        return {"loss": 0.0, "num_examples": gathered, "train_time_s": time.perf_counter() - start}
+
+    @torch.no_grad()
+    def accumulate_statistics(self, experience: Experience) -> int:
+        """One forward pass per sample of a task not gathered yet (:class:`GatheredTasks`), features added
+        to the head's float64 sums; no gradient, no stored features. Returns the number of samples added."""
+        self.model.eval()
+        fresh = self.gathered.ungathered(experience)
+        data = experience.data
+        for start in range(0, len(fresh), self.settings.eval_batch_size):
+            idx = fresh[start : start + self.settings.eval_batch_size]
+            images = self.plan.layout(to_model_input(data.images[idx], self.image_size, self.device))
+            ids = experience.task_ids_of(idx).to(self.device)
+            with self.plan.autocast():
+                features = self.model.encode(images, ids)
+            self.model.head.observe(features.float(), data.labels[idx].to(self.device))
+        self.gathered.mark(experience)
+        return len(fresh)
 
     # ------------------------------------------------------------------ evaluation
     def eval_mask(self, experience: Experience) -> torch.Tensor:

@@ -25,6 +25,6 @@ def head_names() -> list[str]:
     return HEADS.names()
 
 
-from fedcl.heads import cosine, linear, multi_head, ncm  # noqa: E402,F401
+from fedcl.heads import cosine, lda, linear, multi_head, ncm, ridge  # noqa: E402,F401
 
 __all__ = ["HEADS", "Head", "create_head", "head_names"]

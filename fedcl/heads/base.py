@@ -10,11 +10,13 @@ class Head(nn.Module):
     """Maps features (N, D) to logits over all ``num_classes`` global classes.
 
     ``task_classes[t]`` lists the global classes of task t (needed by multi-head).
-    Heads without gradient (NCM) learn in :meth:`observe`, which the learner calls on
-    every training batch.
+    Statistical heads (NCM, LDA, ridge; ``gathers_statistics``) learn in :meth:`observe`
+    from summed statistics: when nothing else trains, the learner shows each training
+    sample to them once (:meth:`fedcl.learner.Learner.gather_statistics`).
     """
 
-    learns_by_gradient = True
+    #: True -> the head is a function of summed statistics (:mod:`fedcl.heads.statistics`)
+    gathers_statistics = False
     #: True when logits depend on the task id (multi-head): distillation then goes task by task
     uses_task_ids = False
 

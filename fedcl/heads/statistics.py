@@ -1,0 +1,112 @@
+"""Heads that are functions of summed class statistics (NCM, LDA, ridge).
+
+Their whole state is float64 SUM buffers: ``counts`` (K,), ``sums`` (K, D) (for
+ridge, ``sums.T`` is the cross-moment C = sum h y^T) and, where needed, ``gram``,
+the packed upper triangle of G = sum h h^T (D(D+1)/2 values, row-major). Sums add
+up over batches, tasks and clients, so a head fitted from accumulated sums is the
+head fitted on all the data at once; a federated server adds the clients' changes
+(aggregation kind ``"sum"``). The classifier is solved lazily from the sums and
+cached until a buffer changes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from fedcl.heads.base import Head
+
+STATS_DTYPE = torch.float64
+
+
+@lru_cache(maxsize=4)
+def upper_mask(dim: int, device: str) -> torch.Tensor:
+    """(dim, dim) boolean mask of the upper triangle (diagonal included)."""
+    return torch.ones(dim, dim, dtype=torch.bool, device=device).triu()
+
+
+def pack_upper(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix[upper_mask(matrix.shape[0], str(matrix.device))]
+
+
+def unpack_upper(packed: torch.Tensor, dim: int) -> torch.Tensor:
+    """The symmetric (dim, dim) matrix whose packed upper triangle is ``packed``."""
+    full = packed.new_zeros(dim, dim)
+    full[upper_mask(dim, str(packed.device))] = packed
+    return full + full.T - torch.diag(full.diagonal())
+
+
+def packed_size(dim: int) -> int:
+    return dim * (dim + 1) // 2
+
+
+class StatisticalHead(Head):
+    """Base of heads built from summed statistics; subclasses implement :meth:`solve`."""
+
+    gathers_statistics = True
+    #: True -> the head keeps the second moment G (LDA, ridge); NCM needs only counts and sums
+    uses_gram = False
+
+    def __init__(self, feature_dim: int, num_classes: int, task_classes: list[list[int]] | None = None,
+                 statistic_dim: int | None = None) -> None:
+        super().__init__(feature_dim, num_classes, task_classes)
+        self.statistic_dim = statistic_dim or feature_dim
+        self.register_buffer("counts", torch.zeros(num_classes, dtype=STATS_DTYPE))
+        self.register_buffer("sums", torch.zeros(num_classes, self.statistic_dim, dtype=STATS_DTYPE))
+        if self.uses_gram:
+            self.register_buffer("gram", torch.zeros(packed_size(self.statistic_dim), dtype=STATS_DTYPE))
+        self._cache_key: tuple | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ statistics
+    def statistics_of(self, features: torch.Tensor) -> torch.Tensor:
+        """The vectors h whose moments are summed (the features; ridge may project them)."""
+        return features.to(STATS_DTYPE)
+
+    @torch.no_grad()
+    def observe(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch to the sums (float64)."""
+        h = self.statistics_of(features.detach().to(self.counts.device))
+        labels = labels.to(self.counts.device)
+        self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=STATS_DTYPE))
+        self.sums.index_add_(0, labels, h)
+        if self.uses_gram:
+            self.gram += pack_upper(h.T @ h)
+
+    def gram_matrix(self) -> torch.Tensor:
+        return unpack_upper(self.gram, self.statistic_dim)
+
+    def aggregation_kinds(self) -> dict[str, str]:
+        return {k: "sum" for k in self.state_dict()}
+
+    def seen(self) -> torch.Tensor:
+        """Boolean mask of the classes with at least one sample."""
+        return self.counts > 0
+
+    # ------------------------------------------------------------------ classifier
+    def solve(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight (K_seen, D), bias (K_seen,)) for the seen classes, from the sums."""
+        raise NotImplementedError
+
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The solved classifier, recomputed only when a sum buffer changed."""
+        key = tuple((name, b.data_ptr(), b._version) for name, b in self.named_buffers())
+        if key != self._cache_key:
+            self._cache = self.solve() if bool(self.seen().any()) else None
+            self._cache_key = key
+        return self._cache
+
+    def scores(self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return h @ weight.T + bias
+
+    def forward(self, features: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        logits = features.new_full((features.shape[0], self.num_classes), float("-inf"), dtype=torch.float32)
+        solved = self.classifier()
+        if solved is None:
+            return logits
+        with torch.autocast(features.device.type, enabled=False):
+            h = self.statistics_of(features.to(self.counts.device))
+            seen = self.seen().nonzero(as_tuple=True)[0]
+            logits[:, seen.to(logits.device)] = self.scores(h, *solved).float().to(logits.device)
+        return logits
