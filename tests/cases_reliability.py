@@ -81,7 +81,7 @@ def weights(kind: str) -> Callable[[Path], list[str]]:
             torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a whole module, not a state dict
         elif kind == "int-keys":
             torch.save({1: torch.zeros(1)}, path)
-        return train(f"model.checkpoint={json.dumps(str(path))}")(tmp)
+        return train(f"model.weights={json.dumps(str(path))}")(tmp)
     return build
 
 

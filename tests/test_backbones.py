@@ -68,7 +68,7 @@ def test_other_backbones_build_without_weights(name, dim):
 
 
 def test_pretrained_weights_offline_give_a_clear_error():
-    with pytest.raises(ConfigError, match="resnet18.*not available.*model.checkpoint"):
+    with pytest.raises(ConfigError, match="resnet18.*not available.*model.weights"):
         create_backbone("resnet18", pretrained=True)
 
 
