@@ -25,6 +25,7 @@ from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.privacy import noise_std
 from fedcl.federation.strategy import FedCLStrategy
 from fedcl.metrics import peak_memory_mb, summarize
+from fedcl.progress import round_done
 from fedcl.runner import describe_run, write_results
 from fedcl.state_files import GLOBAL_MODEL_FILE, save_state
 
@@ -86,7 +87,7 @@ def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluate,
         evaluation = list(strategy.configure_evaluate(server_round, None, ConfigRecord(), grid))
         if evaluation:
             strategy.aggregate_evaluate(server_round, grid.send_and_receive(evaluation, timeout=f.round_timeout_s))
-        evaluate(server_round)
+        round_done(server_round, cfg.num_rounds, evaluate(server_round))
         if f.checkpoint_every and (server_round % f.checkpoint_every == 0 or server_round == cfg.num_rounds):
             checkpoint(server_round)
 
@@ -107,7 +108,7 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
 
     boundaries = schedule.boundary_rounds(f.num_clients)
 
-    def evaluate(server_round: int) -> None:
+    def evaluate(server_round: int) -> list[float] | None:
         if not f.evaluate_every_round and server_round not in boundaries:
             return
         load_state(model, strategy.global_state)
@@ -115,6 +116,7 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
         model.seen_tasks = seen
         learner.seen_classes = {c for t in seen for c in benchmark.task_classes[t]}
         per_round_acc[server_round] = learner.evaluate(benchmark.test_stream)
+        return per_round_acc[server_round]
 
     path = Path(out or "runs/federated") / CHECKPOINT_FILE
     first_round, run_token = 1, uuid.uuid4().hex
