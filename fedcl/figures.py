@@ -51,12 +51,20 @@ def _label_artists(fig: Figure) -> list[tuple[str, Any]]:
         if not ax.get_visible() or not ax.axison and not ax.texts:
             continue
         named = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
-        ticks = [*ax.get_xticklabels(), *ax.get_yticklabels(), *ax.get_xticklabels(minor=True), *ax.get_yticklabels(minor=True)]
-        named += [t for t in ticks if t.get_visible()]
+        named += _drawn_tick_labels(ax)
         artists += [(f"axes {n} text {t.get_text()!r}", t) for t in named if t.get_text()]
         if ax.get_legend() is not None:
             artists.append((f"axes {n} legend", ax.get_legend()))
     return artists
+
+
+def _drawn_tick_labels(ax) -> list[Any]:
+    """The tick labels inside the axes' view limits (matplotlib draws only those)."""
+    drawn = []
+    for labels, (lo, hi), index in ((ax.get_xticklabels() + ax.get_xticklabels(minor=True), sorted(ax.get_xlim()), 0),
+                                    (ax.get_yticklabels() + ax.get_yticklabels(minor=True), sorted(ax.get_ylim()), 1)):
+        drawn += [t for t in labels if t.get_visible() and lo - 1e-9 * abs(hi - lo) <= t.get_position()[index] <= hi + 1e-9 * abs(hi - lo)]
+    return drawn
 
 
 def overlapping_labels(fig: Figure) -> list[tuple[str, str]]:
@@ -290,7 +298,8 @@ def _log_x(ax, values) -> None:
     if lo > 0 and hi / lo < 10:
         pad = (hi / lo) ** 0.15 if hi > lo else 1.2
         ax.set_xlim(lo / pad, hi * pad)
-        ax.set_xticks([float(f"{v:.2g}") for v in np.geomspace(lo, hi, 3)] if hi > lo else [lo])
+        ends = np.geomspace(lo, hi, 3) if hi / lo >= 2 else [lo, hi]
+        ax.set_xticks(sorted({float(f"{v:.3g}") for v in ends}))
 
 
 def plot_accuracy_vs_mb(summary: pd.DataFrame, partition: str | None = None, label: str = "method",
@@ -320,6 +329,8 @@ def plot_accuracy_vs_mb(summary: pd.DataFrame, partition: str | None = None, lab
 
 def plot_forgetting(summary: pd.DataFrame, partition: str | None = None, label: str = "method", panel: str = "scenario") -> Figure:
     """Average forgetting per ``label`` (horizontal bars, ± sample std over seeds), one panel per ``panel`` value."""
+    from matplotlib.ticker import MaxNLocator
+
     data = summary if partition is None else summary[summary["partition"] == partition]
     panels = list(dict.fromkeys(data[panel]))
     rows = max(len(data[data[panel] == p]) for p in panels)
@@ -328,6 +339,7 @@ def plot_forgetting(summary: pd.DataFrame, partition: str | None = None, label: 
         part = data[data[panel] == value]
         ax.barh(part[label], part["forgetting"], xerr=part.get("forgetting_std"), capsize=3, color="tab:red", alpha=0.7)
         ax.invert_yaxis()
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.set_xlabel("average forgetting (0-1)")
         ax.set_title(" · ".join(str(v) for v in (value, partition) if v), fontsize=9)
         ax.tick_params(axis="y", labelsize=8)

@@ -52,9 +52,17 @@ def read_run(folder: Path) -> dict[str, Any]:
         if key not in results:
             raise ReportError(f"malformed {path}: no '{key}'")
     for key in HEADLINE:
-        if not isinstance(results[key], (int, float)) or isinstance(results[key], bool):
+        if not _is_number(results[key]):
             raise ReportError(f"malformed {path}: '{key}' is {results[key]!r}, not a number")
+    matrix = results.get("accuracy_matrix")
+    if matrix is not None and not (isinstance(matrix, list) and matrix and all(isinstance(row, list) and row for row in matrix)
+                                   and len({len(row) for row in matrix}) == 1 and all(_is_number(v) for row in matrix for v in row)):
+        raise ReportError(f"malformed {path}: 'accuracy_matrix' is not a list of equally long rows of numbers")
     return results
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def has(results: dict[str, Any], dotted: str) -> bool:
