@@ -8,6 +8,7 @@ Needs the ``analysis`` extra (matplotlib, pandas).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,8 @@ def run_names(folders: list[Path]) -> list[str]:
     if len(folders) == 1:
         return [folders[0].resolve().name]
     resolved = [f.resolve() for f in folders]
-    common = Path(*[parts[0] for parts in zip(*(r.parts for r in resolved)) if len(set(parts)) == 1])
-    return [str(r.relative_to(common)) or r.name for r in resolved]
+    common = Path(os.path.commonpath(resolved))
+    return [str(r.relative_to(common)) for r in resolved]
 
 
 def runs_frame(folders: list[Path], runs: list[dict[str, Any]], names: list[str]):

@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
     """A tiny federated run (with a TensorBoard log) and a tiny single-device run; their console output."""
     root = tmp_path_factory.mktemp("runs")
     fed = fedcl("simulate", "-p", "fedsmoke", "-o", str(root / "fed"), "--log", "tensorboard",
-                *sets([*TINY, "federation.backend=inline", 'federation.device_profiles=["phone"]']))
+                *sets([*TINY, "seed=3", "federation.backend=inline", 'federation.device_profiles=["phone"]']))
     assert fed.returncode == 0, fed.stderr[-3000:]
     single = fedcl("train", "-q", "-p", "smoke", "-o", str(root / "single"), *sets([*TINY, "train.epochs=1"]))
     assert single.returncode == 0, single.stderr[-3000:]

@@ -1,6 +1,7 @@
 """The sweep runner on a tiny sweep plan: real ``fedcl simulate`` processes, real files."""
 
 import csv
+import statistics
 import sys
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def test_tiny_sweep_produces_a_well_formed_table_and_figures(tmp_path, capsys):
     assert all(float(r["fraction_of_full_model"]) < 0.2 for r in rows)
     for name in ("accuracy_vs_mb_iid.png", "forgetting_iid.png", "accuracy_matrices_class_incremental.png"):
         assert (out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the summary's spread is the sample std over seeds, in summary.csv and in the report beside the figures
+    report = (out / "figures" / "report.md").read_text()
+    for method in ("input_tuning", "ncm"):
+        acc = [float(r["final_acc"]) for r in rows if r["method"] == method]
+        row = next(s for s in summary if s["method"] == method)
+        assert float(row["final_acc_std"]) == pytest.approx(statistics.stdev(acc))
+        assert f"| class_incremental | iid | {method} | {statistics.mean(acc):.3f} ± {statistics.stdev(acc):.3f} |" in report
     # a second run resumes: every cell is cached, nothing re-runs
     capsys.readouterr()
     assert sweep.main(["--plan", str(plan_file), "--out", str(out)]) == 0
