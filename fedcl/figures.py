@@ -222,6 +222,8 @@ def plot_client_timeline(results: dict[str, Any], unavailable: dict[int, list[in
 
 
 def _draw_round_counts(ax, per_round: list[dict[str, Any]]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     rounds = np.array([r["round"] for r in per_round])
     bottom = np.zeros(len(rounds))
     for i, key in enumerate(("clients_unavailable", "clients_failed", "clients_timed_out", "clients_rejected")):
@@ -229,6 +231,7 @@ def _draw_round_counts(ax, per_round: list[dict[str, Any]]) -> None:
         ax.bar(rounds, values, bottom=bottom, color=plt.get_cmap("Set2")(i), label=key.replace("clients_", "clients ").replace("_", " "))
         bottom += values
     ax.set_ylabel("clients", fontsize=8)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, max(1.0, bottom.max()) * 1.1)
     ax.grid(axis="y", alpha=0.3)
 
