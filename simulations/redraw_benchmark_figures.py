@@ -17,9 +17,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from fedcl import figures  # noqa: E402
+from fedcl import figures
 
 COLUMNS = {"final accuracy": "final_acc", "forgetting": "forgetting", "MB exchanged": "total_mb"}
 

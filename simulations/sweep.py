@@ -28,14 +28,12 @@ def report(out: Path) -> None:
     from fedcl.analysis import load_runs, summarize_runs, summary_markdown
     from fedcl.report import write_report
 
+    path = write_report([out], out / "figures")  # first: it checks every results.json (one error line otherwise)
     runs = load_runs(out)
-    if runs.empty:
-        raise FedclError(f"no results.json under {out}")
     runs.to_csv(out / "runs.csv", index=False)
     summary = summarize_runs(runs)
     summary.to_csv(out / "summary.csv", index=False)
     (out / "summary.md").write_text(summary_markdown(summary))
-    path = write_report([out], out / "figures")
     print(summary_markdown(summary))
     print(f"wrote {out / 'summary.md'}, {out / 'runs.csv'} and {path} with its figures")
 
