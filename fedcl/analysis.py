@@ -1,5 +1,6 @@
-"""Results analysis shared by scripts and notebooks: load ``results.json`` files into pandas,
-summarise over seeds, and plot the standard figures."""
+"""Results analysis shared by ``fedcl report``, the sweep runner and the notebooks: load ``results.json``
+files into pandas and summarise over seeds (mean, sample standard deviation, 95 % t interval).
+Figures: :mod:`fedcl.figures`. Needs the ``analysis`` extra (pandas)."""
 
 from __future__ import annotations
 
@@ -64,25 +65,45 @@ def load_runs(root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of every metric, per scenario x partition x method."""
-    present = [m for m in METRICS if m in runs]
-    grouped = runs.groupby(GROUP, sort=False)[present]
-    summary = grouped.mean().join(grouped.std(ddof=0).add_suffix("_std")).join(grouped.size().rename("seeds"))
+def t_half_width(std: float, n: int, level: float = 0.95) -> float:
+    """Half width of the ``level`` confidence interval of a mean: t_{(1+level)/2, n-1} * s / sqrt(n) (NaN for n < 2)."""
+    from scipy.stats import t
+
+    if n < 2 or not np.isfinite(std):
+        return float("nan")
+    return float(t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n))
+
+
+def summarize_runs(runs: pd.DataFrame, group: list[str] | None = None) -> pd.DataFrame:
+    """Per group (default scenario x partition x method), over seeds: the mean of every metric, its sample
+    standard deviation (``_std``, ddof=1) and the half width of its 95 % t interval (``_ci95``); ``seeds`` counts runs."""
+    group = group or GROUP
+    present = [m for m in METRICS if m in runs and runs[m].notna().any()]
+    grouped = runs.groupby(group, sort=False)[present]
+    summary = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std")).join(grouped.size().rename("seeds"))
+    for m in present:
+        summary[f"{m}_ci95"] = [t_half_width(s, n) for s, n in zip(summary[f"{m}_std"], summary["seeds"])]
     return summary.reset_index()
 
 
-def summary_markdown(summary: pd.DataFrame, digits: dict[str, int] | None = None) -> str:
-    """The summary as a Markdown table with ``mean ± std`` cells."""
+def summary_markdown(summary: pd.DataFrame, digits: dict[str, int] | None = None, group: list[str] | None = None) -> str:
+    """The summary as a Markdown table: ``mean ± std`` cells (sample std over seeds) and the 95 % t interval
+    of the final accuracy."""
+    group = group or GROUP
     digits = {"final_acc": 3, "forgetting": 3, "bwt": 3, "total_mb": 2, "client_compute_s": 1, "peak_rss_mb": 0, **(digits or {})}
     present = [m for m in METRICS if m in summary]
-    header = ["scenario", "partition", "method", *(METRICS[m] for m in present), "seeds"]
+    header = [*group, *(METRICS[m] for m in present), "final accuracy 95 % CI", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in summary.iterrows():
-        cells = [str(r[c]) for c in GROUP]
+        cells = [str(r[c]) for c in group]
         for m in present:
             d = digits.get(m, 3)
-            cells.append(f"{r[m]:.{d}f} ± {r[m + '_std']:.{d}f}" if r["seeds"] > 1 else f"{r[m]:.{d}f}")
+            if pd.isna(r[m]):
+                cells.append("-")
+            else:
+                cells.append(f"{r[m]:.{d}f} ± {r[m + '_std']:.{d}f}" if r["seeds"] > 1 else f"{r[m]:.{d}f}")
+        half = r.get("final_acc_ci95", float("nan"))
+        cells.append(f"[{r['final_acc'] - half:.3f}, {r['final_acc'] + half:.3f}]" if np.isfinite(half) else "-")
         cells.append(str(int(r["seeds"])))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -114,70 +135,6 @@ def per_client_bytes(results: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------- figures
-def plot_accuracy_vs_mb(summary: pd.DataFrame, partition: str | None = None):
-    """Final accuracy against total MB exchanged, one point per method, one panel per scenario."""
-    import matplotlib.pyplot as plt
-
-    data = summary if partition is None else summary[summary["partition"] == partition]
-    scenarios = list(dict.fromkeys(data["scenario"]))
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4), squeeze=False)
-    for ax, scenario in zip(axes[0], scenarios):
-        part = data[data["scenario"] == scenario]
-        for _, r in part.iterrows():
-            ax.errorbar(r["total_mb"], r["final_acc"], yerr=r.get("final_acc_std", 0), fmt="o", capsize=3)
-            ax.annotate(r["method"], (r["total_mb"], r["final_acc"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xscale("log")
-        ax.set_xlabel("total MB exchanged (up + down, all clients, log scale)")
-        ax.set_ylabel("final average accuracy")
-        ax.set_title(f"{scenario}" + (f" · {partition}" if partition else ""))
-        ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_forgetting(summary: pd.DataFrame, partition: str | None = None):
-    """Average forgetting per method (bars, ± std over seeds), one panel per scenario."""
-    import matplotlib.pyplot as plt
-
-    data = summary if partition is None else summary[summary["partition"] == partition]
-    scenarios = list(dict.fromkeys(data["scenario"]))
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 4), squeeze=False)
-    for ax, scenario in zip(axes[0], scenarios):
-        part = data[data["scenario"] == scenario]
-        ax.bar(part["method"], part["forgetting"], yerr=part.get("forgetting_std"), capsize=3, color="tab:red", alpha=0.7)
-        ax.set_ylabel("average forgetting (accuracy points, 0-1)")
-        ax.set_title(f"{scenario}" + (f" · {partition}" if partition else ""))
-        ax.tick_params(axis="x", rotation=60)
-    fig.tight_layout()
-    return fig
-
-
-def plot_accuracy_matrices(matrices: dict[str, list[list[float]]], ncols: int = 4):
-    """Heatmaps of accuracy matrices R[i][j] (row: after stream step i, i.e. after every client finished
-    its i-th task; column: tested on task j)."""
-    import matplotlib.pyplot as plt
-
-    n = len(matrices)
-    ncols = min(ncols, n)
-    nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 1, 3.2 * nrows), squeeze=False, constrained_layout=True)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    for ax, (title, m) in zip(axes.flat, matrices.items()):
-        m = np.asarray(m)
-        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-        for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("tested on task")
-        ax.set_ylabel("after stream step")
-        ax.set_xticks(range(m.shape[1]))
-        ax.set_yticks(range(m.shape[0]))
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="accuracy")
-    return fig
-
-
 def global_vs_local(results: dict[str, Any]) -> pd.DataFrame:
     """Per round: the server's accuracy over every task's test data (global) and the clients'
     mean accuracy on the tasks each has seen (local; rounds where clients evaluated)."""
@@ -197,85 +154,30 @@ def client_accuracy_frame(results: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["round", "client", "accuracy"])
 
 
-def plot_bytes_per_client(results: dict[str, Any]):
-    """Bytes up and down per client in each round (one line per client)."""
-    import matplotlib.pyplot as plt
-
-    frame = per_client_bytes(results)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    for ax, direction in zip(axes, ("down", "up")):
-        part = frame[frame["direction"] == direction].pivot(index="round", columns="client", values="bytes") / 1e3
-        for client in part.columns:
-            ax.plot(part.index, part[client], marker="o", ms=3, label=f"client {client}")
-        ax.set_title(f"{'server → client' if direction == 'down' else 'client → server'} ({direction})")
-        ax.set_xlabel("round")
-        ax.set_ylabel("kB per client")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
+# ---------------------------------------------------------------------- grouping runs by setting
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists as tuples, so values can be compared and hashed)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
 
 
-def plot_accuracy_vs_cumulative_mb(curves: dict[str, pd.DataFrame], crossover: float | None = None):
-    """Global accuracy after each evaluated round against cumulative MB exchanged, one line per run."""
-    import matplotlib.pyplot as plt
+def setting_names(configs: list[dict[str, Any]], fallback: list[str]) -> list[str]:
+    """A name per run for its setting: the settings that differ between the runs, apart from the seed, the
+    scenario, the partition and how the run was executed (``key=value, ...``); ``fallback`` where none differ.
+    Runs that differ only by seed get the same name."""
+    from fedcl.federation.checkpoint import EXECUTION_KEYS
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, frame in curves.items():
-        frame = frame.dropna(subset=["accuracy"])
-        ax.plot(frame["cumulative_mb"], frame["accuracy"], marker="o", ms=3, label=name)
-    if crossover is not None:
-        ax.axvline(crossover, color="grey", ls="--", label=f"crossover {crossover:.1f} MB")
-    ax.set_xscale("log")
-    ax.set_xlabel("cumulative MB exchanged (up + down, all clients, log scale)")
-    ax.set_ylabel("global accuracy (mean over tasks)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_task_accuracy_over_rounds(results: dict[str, Any], title: str = ""):
-    """Accuracy on each task's test data after every round; dashed lines: rounds after which every
-    client has finished a task; shaded: rounds where clients' boundaries differ (asynchronous)."""
-    import matplotlib.pyplot as plt
-
-    frame = per_round_frame(results).dropna(subset=["accuracy"])
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    for col in [c for c in frame.columns if c.startswith("task_")]:
-        ax.plot(frame["round"], frame[col], marker="o", ms=3, label=col.replace("_", " "))
-    starts = [s["starts"] for s in results["per_client"]["task_schedule"].values()]
-    for k in range(1, len(starts[0])):
-        lo, hi = min(s[k] for s in starts), max(s[k] for s in starts)
-        if hi > lo:
-            ax.axvspan(lo - 0.5, hi - 0.5, color="grey", alpha=0.15)
-    for b in results["task_boundary_rounds"][:-1]:
-        ax.axvline(b + 0.5, color="black", ls="--", lw=0.8)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(title or "per-task accuracy of the global model")
-    ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    return fig
-
-
-def plot_client_curves(results: dict[str, Any]):
-    """Each client's local accuracy over rounds; markers where that client switched task."""
-    import matplotlib.pyplot as plt
-
-    frame = client_accuracy_frame(results)
-    schedule = results["per_client"]["task_schedule"]
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    for client, part in frame.groupby("client"):
-        line, = ax.plot(part["round"], part["accuracy"], marker=".", label=f"client {client}")
-        for start in schedule[str(client)]["starts"][1:]:
-            ax.axvline(start - 0.5, color=line.get_color(), ls=":", lw=1)
-    ax.set_xlabel("round")
-    ax.set_ylabel("local accuracy (tasks the client has seen)")
-    ax.set_ylim(0, 1)
-    ax.set_title("per-client accuracy; dotted: that client's task boundaries")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
+    ignored = {"seed", "data.scenario", "federation.partition", *EXECUTION_KEYS}
+    flat = [flatten(c) for c in configs]
+    keys = sorted({k for f in flat for k in f} - ignored)
+    differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    names = []
+    for f, default in zip(flat, fallback):
+        parts = [f"{k.split('.', 1)[-1] if k.count('.') > 1 else k}={f.get(k)}" for k in differing]
+        names.append(", ".join(parts) if parts else default)
+    return names

@@ -1,4 +1,4 @@
-"""The ``fedcl`` command line: ``fedcl train``, ``fedcl list``."""
+"""The ``fedcl`` command line: ``fedcl train``, ``simulate``, ``report``, ``list``, ``certs``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set train.epochs=2 (repeatable)")
     parser.add_argument("--out", "-o", default=None, help="output directory for results.json (default runs/<preset or config>)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress, summary table or Flower info logs")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the final line (no progress bar, table or logs)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show Flower's log lines instead of the progress bar")
+    parser.add_argument("--log", choices=("none", "tensorboard"), default="none",
+                        help="also write the run's scalars for an experiment tracker (needs the 'tracking' extra)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", help="federated continual learning on Flower's Ray simulation engine (default preset: federated)")
     _add_config_args(simulate)
     simulate.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output folder (same config)")
+    report = sub.add_parser("report", help="a Markdown report with figures of run folders or a sweep folder (needs the 'analysis' extra)")
+    report.add_argument("paths", nargs="+", metavar="PATH", help="a run folder (with results.json), several, or a sweep folder")
+    report.add_argument("--out", "-o", default=None, help="folder for report.md and its figures (default: PATH/report for one PATH)")
     sub.add_parser("list", help="list presets and registered backbones, transforms, heads, methods, plugins, datasets")
     certs = sub.add_parser("certs", help="create a CA, a SuperLink TLS certificate and SuperNode authentication keys")
     certs.add_argument("--out", default="certificates", help="output folder (default: certificates)")
@@ -51,37 +57,80 @@ def _default_out(args: argparse.Namespace) -> Path:
     return Path("runs") / stem
 
 
+def _finish(args: argparse.Namespace, results: dict, path: Path, print_summary) -> None:
+    """Tracker files, then the summary table (or, with ``--quiet``, the final line)."""
+    from fedcl.console import final_line
+    from fedcl.tracking import track
+
+    written = track(args.log, results, path.parent)
+    if args.quiet:
+        print(final_line(results, path))
+        return
+    print_summary(results, path)
+    if written:
+        print(f"{args.log}: {written}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fedcl.config import build_config
+    from fedcl.console import ProgressBar, print_header, print_single_device_summary
     from fedcl.federation.settings import FedRunConfig
     from fedcl.outputs import prepare_out_dir
-    from fedcl.reporting import Reporter
     from fedcl.runner import run_single_device, write_results
+    from fedcl.tracking import check_tracker
 
+    check_tracker(args.log)
     # The federated schema, so one config file serves both single-device and federated runs.
     cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
     out = prepare_out_dir(args.out or _default_out(args))  # before any work: an unwritable --out fails now
-    reporter = Reporter(quiet=args.quiet)
-    reporter.start(cfg)
-    results = run_single_device(cfg, on_task_end=reporter.task_done)
+    with ProgressBar(cfg.data.num_tasks, "tasks", enabled=not args.quiet) as bar:
+        if not args.quiet:
+            print_header(cfg, bar.console)
+
+        def task_done(task: int, row: list[float]) -> None:
+            bar.print(f"  task {task + 1}/{cfg.data.num_tasks} done | accuracy per task: {' '.join(f'{a:.2f}' for a in row)}")
+            bar.update(task + 1, sum(row) / len(row))
+
+        results = run_single_device(cfg, on_task_end=task_done)
     path = write_results(results, out)
-    reporter.summary(results, path)
+    _finish(args, results, path, print_single_device_summary)
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from fedcl.config import build_config
-    from fedcl.federation.reporting import print_federated_summary
+    from fedcl.console import ProgressBar, print_federated_summary
     from fedcl.federation.settings import FedRunConfig
     from fedcl.federation.simulation import run_federated
+    from fedcl.progress import set_round_sink
+    from fedcl.tracking import check_tracker
 
+    check_tracker(args.log)
     args.preset = args.preset or (None if args.config else "federated")
     overrides = args.overrides + (["federation.resume=true"] if args.resume else [])
     cfg = build_config(args.preset, args.config, overrides, schema=FedRunConfig)
     out = Path(args.out or _default_out(args))
-    results = run_federated(cfg, out, quiet=args.quiet)
-    if not args.quiet:
-        print_federated_summary(results, out / "results.json")
+    with ProgressBar(cfg.num_rounds, "rounds", enabled=not (args.quiet or args.verbose)) as bar:
+        set_round_sink(lambda done, total, accuracy: bar.update(done, accuracy))
+        try:
+            results = run_federated(cfg, out, quiet=not args.verbose)
+        finally:
+            set_round_sink(None)
+    _finish(args, results, out / "results.json", print_federated_summary)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fedcl.optional import require_analysis
+
+    require_analysis("fedcl report")
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, whatever display there is
+    from fedcl.report import write_report
+
+    path = write_report(args.paths, args.out)
+    print(f"report: {path}")
     return 0
 
 
@@ -138,7 +187,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    commands = {"train": cmd_train, "simulate": cmd_simulate, "list": cmd_list, "certs": cmd_certs}
+    commands = {"train": cmd_train, "simulate": cmd_simulate, "report": cmd_report, "list": cmd_list, "certs": cmd_certs}
     try:
         return commands[args.command](args)
     except FedclError as exc:

@@ -1,6 +1,6 @@
-"""Benchmark sweeps: methods x scenarios x partitions x seeds, one federated run per cell.
+"""Sweeps: methods x scenarios x partitions x seeds, one federated run per cell.
 
-A grid file (TOML) names a preset, overrides shared by every cell, the seeds, and
+A sweep plan (a TOML file) names a preset, overrides shared by every cell, the seeds, and
 named groups of overrides for scenarios, partitions and methods::
 
     preset = "federated"
@@ -56,7 +56,9 @@ class Cell:
 
 
 @dataclass
-class Grid:
+class SweepPlan:
+    """The cells of a sweep and how to build each cell's config."""
+
     preset: str | None
     base: list[str]
     seeds: list[int]
@@ -64,7 +66,7 @@ class Grid:
     partitions: dict[str, list[str]]
     methods: dict[str, dict]
     config_file: str | None = None
-    source: str = field(default="<grid>")
+    source: str = field(default="<sweep plan>")
 
     def cells(self) -> list[Cell]:
         out = []
@@ -91,19 +93,19 @@ def _str_list(source: str, key: str, value: object) -> list[str]:
     return list(value)
 
 
-def read_grid(path: str | Path) -> Grid:
-    """Parse and check a grid file; every cell's config is validated before anything runs."""
+def read_plan(path: str | Path) -> SweepPlan:
+    """Parse and check a sweep plan file; every cell's config is validated before anything runs."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
+        raise ConfigError(f"sweep plan not found: {path}")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"cannot parse grid file {path}: {exc}") from None
+        raise ConfigError(f"cannot parse sweep plan {path}: {exc}") from None
     allowed = {"preset", "config", "base", "seeds", "scenarios", "partitions", "methods"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; a grid has {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; a sweep plan has {', '.join(sorted(allowed))}")
     for key in ("scenarios", "partitions", "methods"):
         if not isinstance(data.get(key), dict) or not data[key]:
             raise ConfigError(f"{path}: [{key}] must name at least one entry")
@@ -119,7 +121,7 @@ def read_grid(path: str | Path) -> Grid:
         for s in spec.get("scenarios") or []:
             if s not in data["scenarios"]:
                 raise ConfigError(f"{path}: methods.{name}.scenarios names '{s}', which is not in [scenarios]")
-    grid = Grid(
+    plan = SweepPlan(
         preset=data.get("preset"),
         base=_str_list(str(path), "base", data.get("base", [])),
         seeds=seeds,
@@ -129,9 +131,9 @@ def read_grid(path: str | Path) -> Grid:
         config_file=data.get("config"),
         source=str(path),
     )
-    for cell in grid.cells():
-        grid.config(cell)
-    return grid
+    for cell in plan.cells():
+        plan.config(cell)
+    return plan
 
 
 def _done(cfg: FedRunConfig, out: Path) -> bool:
@@ -156,9 +158,9 @@ def run_or_load(cfg: FedRunConfig, out: str | Path, quiet: bool = True) -> dict:
     return run_federated(cfg, out, quiet=quiet)
 
 
-def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
+def run_cell(plan: SweepPlan, cell: Cell, root: Path, log=print) -> dict:
     """Run one cell in a fresh ``fedcl simulate`` process unless its results exist; returns a status row."""
-    cfg = grid.config(cell)
+    cfg = plan.config(cell)
     out = root / cell.path
     if _done(cfg, out):
         return {**cell.labels(), "status": "cached", "seconds": 0.0}
@@ -167,7 +169,7 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
     (out / "cell.json").write_text(json.dumps(cell.labels()))
     cmd = [sys.executable, "-m", "fedcl.cli", "simulate", "--config", str(out / "config.json"), "--out", str(out), "--quiet"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
     seconds = time.perf_counter() - start
     (out / "log.txt").write_text(proc.stdout + proc.stderr)
     ok = proc.returncode == 0 and (out / "results.json").exists()
@@ -176,10 +178,26 @@ def run_cell(grid: Grid, cell: Cell, root: Path, log=print) -> dict:
     return {**cell.labels(), "status": status, "seconds": round(seconds, 1)}
 
 
-def run_grid(grid: Grid, root: str | Path, jobs: int = 1, log=print) -> list[dict]:
-    """Run every cell (``jobs`` at a time); returns one status row per cell."""
+def run_plan(plan: SweepPlan, root: str | Path, jobs: int = 1, quiet: bool = False) -> list[dict]:
+    """Run every cell (``jobs`` at a time) under a progress bar (cells done, mean final accuracy of the finished
+    cells, time left); returns one status row per cell."""
+    from fedcl.console import ProgressBar
+
     root = Path(root)
-    cells = grid.cells()
-    log(f"{len(cells)} cells -> {root}")
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(lambda c: run_cell(grid, c, root, log), cells))
+    cells = plan.cells()
+    accuracies: list[float] = []
+    finished: list[dict] = []
+    with ProgressBar(len(cells), "cells", enabled=not quiet) as bar:
+        log = bar.print if not quiet else (lambda _: None)
+        log(f"{len(cells)} cells -> {root}")
+
+        def one(cell: Cell) -> dict:
+            row = run_cell(plan, cell, root, log)
+            if (root / cell.path / "results.json").exists() and row["status"] in ("ok", "cached"):
+                accuracies.append(json.loads((root / cell.path / "results.json").read_text())["final_avg_accuracy"])
+            finished.append(row)
+            bar.update(len(finished), sum(accuracies) / len(accuracies) if accuracies else None)
+            return row
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            return list(pool.map(one, cells))

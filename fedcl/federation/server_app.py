@@ -30,6 +30,7 @@ from fedcl.guards import check_global_state
 from fedcl.metrics import peak_memory_mb, summarize
 from fedcl.outputs import promote_all, staged, write_text_atomic
 from fedcl.runner import RESULTS_FILE, describe_run, write_results
+from fedcl.progress import round_done
 from fedcl.state_files import GLOBAL_MODEL_FILE, save_state
 
 #: written by the ServerApp when the run fails on the user's input, read back by ``fedcl simulate``
@@ -141,6 +142,7 @@ def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluatio
         evaluation(server_round, strategy.global_state)
         if due:
             evaluate_clients(cfg, grid, strategy, evaluation, server_round)
+        round_done(server_round, cfg.num_rounds, evaluation.accuracy.get(server_round))
         if f.checkpoint_every and (server_round % f.checkpoint_every == 0 or server_round == cfg.num_rounds):
             checkpoint(server_round)
 
