@@ -13,7 +13,7 @@ from fedcl.config import TrainConfig
 from fedcl.data.preprocessing import to_model_input
 from fedcl.data.scenarios import Benchmark, Experience
 from fedcl.guards import finite_loss
-from fedcl.methods.base import Batch, Method, Plugin
+from fedcl.methods.base import Batch, Method, Plugin, TrainedCounts
 from fedcl.methods.statistics import GatheredTasks
 from fedcl.model import ContinualModel
 from fedcl.precision import plan_execution, with_layout
@@ -168,6 +168,7 @@ class Learner:
         mask = self.train_mask(experience)
         self.model.train()
         total_loss, seen, start = 0.0, 0, time.perf_counter()
+        counts = TrainedCounts(self.model.head.num_classes, len(self.model.head.task_classes))
         for _ in range(epochs if epochs is not None else s.epochs):
             for inputs, labels, ids, are_features in self.batches(experience, s.batch_size, shuffle=True):
                 inputs, labels, ids = self._with_replay(inputs, labels, ids, are_features)
@@ -180,26 +181,31 @@ class Learner:
                         extra = plugin.penalty(self, batch)
                         if extra is not None:
                             loss = loss + extra
+                            plugin.count_trained(self, batch, counts)
                 if optimizer is not None and loss.requires_grad:
                     self.plan.backward_step(loss, optimizer, scaler)
+                counts.add_batch(labels, ids)
                 self.model.head.observe(features.detach().float(), labels)
                 total_loss += finite_loss(loss, experience.task_id) * len(labels)
                 seen += len(labels)
         self.model.eval()
         for plugin in self.plugins:
             plugin.after_experience(self, experience)
-        return {"loss": total_loss / max(seen, 1), "num_examples": seen, "train_time_s": time.perf_counter() - start}
+        return {"loss": total_loss / max(seen, 1), "num_examples": seen, "train_time_s": time.perf_counter() - start,
+                "class_counts": counts.classes.tolist(), "task_counts": counts.tasks.tolist()}
 
     def gather_statistics(self, experience: Experience) -> dict[str, float]:
         """Nothing trains and the head is statistical: one pass adds the experience's samples to the sums."""
         start = time.perf_counter()
-        gathered = self.accumulate_statistics(experience)
+        counts = TrainedCounts(self.model.head.num_classes, len(self.model.head.task_classes))
+        gathered = self.accumulate_statistics(experience, counts)
         for plugin in self.plugins:
             plugin.after_experience(self, experience)
-        return {"loss": 0.0, "num_examples": gathered, "train_time_s": time.perf_counter() - start}
+        return {"loss": 0.0, "num_examples": gathered, "train_time_s": time.perf_counter() - start,
+                "class_counts": counts.classes.tolist(), "task_counts": counts.tasks.tolist()}
 
     @torch.no_grad()
-    def accumulate_statistics(self, experience: Experience) -> int:
+    def accumulate_statistics(self, experience: Experience, counts: TrainedCounts | None = None) -> int:
         """One forward pass per sample of a task not gathered yet (:class:`GatheredTasks`), features added
         to the head's float64 sums; no gradient, no stored features. Returns the number of samples added."""
         self.model.eval()
@@ -211,7 +217,10 @@ class Learner:
             ids = experience.task_ids_of(idx).to(self.device)
             with self.plan.autocast():
                 features = self.model.encode(images, ids)
-            self.model.head.observe(features.float(), data.labels[idx].to(self.device))
+            labels = data.labels[idx].to(self.device)
+            self.model.head.observe(features.float(), labels)
+            if counts is not None:
+                counts.add_batch(labels, ids)
         self.gathered.mark(experience)
         return len(fresh)
 
