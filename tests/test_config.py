@@ -194,3 +194,9 @@ def _nest_one(key, value):
         node = node.setdefault(part, {})
     node[last] = value
     return out
+
+
+@pytest.mark.parametrize("values", [[1], "seed=1", None, 3])
+def test_a_config_that_is_not_a_table(values):
+    with pytest.raises(ConfigError, match="^a config must be a table of keys and values"):
+        config_from_dict(values)

@@ -42,6 +42,8 @@ def _without_renamed_nulls(values: dict[str, Any]) -> dict[str, Any]:
 
 def validate(values: dict[str, Any], schema: type[BaseModel]) -> Any:
     """``values`` (nested dicts) as a checked ``schema`` instance; one-line ConfigError otherwise."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config must be a table of keys and values, not {type(values).__name__}")
     try:
         return schema.model_validate(_without_renamed_nulls(values))
     except ValidationError as exc:

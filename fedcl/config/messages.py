@@ -99,7 +99,7 @@ def config_error(exc: ValidationError, schema: type[BaseModel]) -> ConfigError:
     """The first problem of ``exc`` as a one-line :class:`ConfigError`."""
     error = exc.errors(include_url=False)[0]
     loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
-    key = dotted(loc)
+    key = dotted(loc) or "the config"
     if kind == "extra_forbidden":
         return ConfigError(unknown_key(schema, loc))
     if kind in _EXPECTED:
