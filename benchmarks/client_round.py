@@ -13,12 +13,12 @@ import pstats
 import time
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
+from fedcl.builder import benchmark_for, build_model
 from fedcl.config import build_config
 from fedcl.federation.client_app import handle_train
 from fedcl.federation.codec import encode
-from fedcl.builder import benchmark_for, build_model
+from fedcl.federation.flower_adapter import task_identity
 from fedcl.federation.settings import FedRunConfig
 
 
@@ -27,7 +27,6 @@ def main() -> None:
     parser.add_argument("--config", default="simulations/fmnist_10clients.toml")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # Flower stamps messages with these
     cfg = build_config(None, args.config, [], schema=FedRunConfig)
     model, _ = build_model(cfg, benchmark_for(cfg))
     payload = encode(model.exchanged_state())
@@ -55,4 +54,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with task_identity(1, 0, 1):  # Flower stamps messages with these
+        main()

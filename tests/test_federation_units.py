@@ -49,7 +49,7 @@ def test_quantisation_round_trip_and_size(q, tol, ratio):
     back = decode(record, state)
     assert max((back[k] - state[k]).abs().max().item() for k in state) <= tol * 4
     assert back["n"].dtype == torch.float64 and torch.equal(back["n"], state["n"])
-    raw = sum(record[k].numpy().nbytes for k in record.keys())
+    raw = sum(record[k].numpy().nbytes for k in record)
     assert raw == pytest.approx(ratio * 4 * 20 * 500 + 32, rel=0.01)
 
 

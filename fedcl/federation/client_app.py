@@ -12,6 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from fedcl.builder import (
+    backbone_fingerprint,
     benchmark_for,
     build_learner,
     build_model,
@@ -137,8 +138,8 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
         "class-counts": stats["class_counts"],
         "task-examples": stats["task_counts"],
         "rounds-trained": int(record["rounds-trained"]),
-        # the frozen backbone after training: the server checks every client uses the same one
-        "backbone-crc": model.backbone.fingerprint(),
+        # the server checks every client uses the same frozen backbone (a trained one is not checked)
+        "backbone-crc": -1 if learner.method.trains_backbone else backbone_fingerprint(cfg),
     }
     update = encode_update(model.exchanged_state(), received, cfg.federation.quantization, derived_seed(cfg.seed, pid, server_round))
     return _reply(msg, metrics, update)

@@ -88,7 +88,7 @@ def decode(record: ArrayRecord, reference: dict[str, torch.Tensor], source: str 
            optional: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
     """Decode and validate against ``reference`` (same keys and shapes, finite values); keys in
     ``optional`` may be left out (a client without new statistics)."""
-    keys = [k for k in record.keys() if not k.endswith(QPARAMS)]
+    keys = [k for k in record if not k.endswith(QPARAMS)]
     missing = sorted(set(reference) - set(keys) - optional)
     extra = sorted(set(keys) - set(reference))
     if missing or extra:

@@ -31,7 +31,7 @@ def check_flower_version(version: str = flwr.__version__) -> str | None:
         return None
     return (f"fedcl supports Flower {SUPPORTED}.x, found flwr {version}: byte counts, the inline backend and central DP "
             f"use Flower internals that may have changed. Install 'flwr=={SUPPORTED}.*', or update "
-            "fedcl/federation/flower_adapter.py for this version and run its tests (tests/test_flower_adapter.py).")
+            "fedcl/federation/flower_adapter.py for this version and run tests/test_strategy.py and tests/test_federated_semantics.py.")
 
 
 if (_problem := check_flower_version()) is not None:

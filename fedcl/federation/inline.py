@@ -98,7 +98,7 @@ class InlineGrid(Grid):
         with task_identity(self._run.run_id, node, node):
             try:
                 reply = self.client_app(received, self.contexts[node])
-            except Exception as exc:  # a crashing client becomes an error reply, as on a SuperNode
+            except Exception as exc:  # noqa: BLE001 (a crashing client becomes an error reply, as on a SuperNode)
                 reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
                 reply = Message(Error(CLIENT_APP_RAISED_EXCEPTION, reason), reply_to=received)
         reply = over_the_wire(reply)
