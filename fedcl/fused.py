@@ -132,21 +132,34 @@ class FusedClients:
         return client_state(self.transform_params, client), client_state(self.head_params, client)
 
 
+def _groups(batches: list[tuple[int, torch.Tensor]], max_samples: int | None) -> list[list[tuple[int, torch.Tensor]]]:
+    """Whole clients' batches packed into passes of at most ``max_samples`` samples (a client never splits)."""
+    groups: list[list[tuple[int, torch.Tensor]]] = [[]]
+    size = 0
+    for k, idx in batches:
+        if groups[-1] and max_samples is not None and size + len(idx) > max_samples:
+            groups.append([])
+            size = 0
+        groups[-1].append((k, idx))
+        size += len(idx)
+    return groups
+
+
 def fused_epoch(fused: FusedClients, data: Sequence[tuple[torch.Tensor, torch.Tensor]], orders: Sequence[torch.Tensor], batch_size: int,
-                image_size: int, class_masks: torch.Tensor, device: torch.device | str = "cpu") -> int:
+                image_size: int, class_masks: torch.Tensor, device: torch.device | str = "cpu", max_samples: int | None = None) -> int:
     """One pass over every client's data: step s trains batch s of every client that still has one.
 
     ``data[k]`` is client k's (uint8 images, labels); ``orders[k]`` its shuffled sample order (as its own
-    learner would draw it). Returns the number of optimiser steps."""
-    steps = max(math.ceil(len(order) / batch_size) for order in orders)
-    for s in range(steps):
-        images, labels, ids = [], [], []
-        for k, ((client_images, client_labels), order) in enumerate(zip(data, orders)):
-            idx = order[s * batch_size : (s + 1) * batch_size]
-            if len(idx):
-                images.append(client_images[idx])
-                labels.append(client_labels[idx])
-                ids.append(torch.full((len(idx),), k, dtype=torch.long))
-        x = to_model_input(torch.cat(images), image_size, device)
-        fused.train_step(x, torch.cat(labels).to(device), torch.cat(ids).to(device), class_masks.to(device))
-    return steps
+    learner would draw it). A step's clients share backbone passes of at most ``max_samples`` samples
+    (None: one pass); each client still takes exactly one optimiser step. Returns the number of backbone passes."""
+    passes = 0
+    masks = class_masks.to(device)
+    for s in range(max(math.ceil(len(order) / batch_size) for order in orders)):
+        batches = [(k, order[s * batch_size : (s + 1) * batch_size]) for k, order in enumerate(orders)]
+        for group in _groups([(k, idx) for k, idx in batches if len(idx)], max_samples):
+            x = to_model_input(torch.cat([data[k][0][idx] for k, idx in group]), image_size, device)
+            labels = torch.cat([data[k][1][idx] for k, idx in group]).to(device)
+            ids = torch.cat([torch.full((len(idx),), k, dtype=torch.long) for k, idx in group]).to(device)
+            fused.train_step(x, labels, ids, masks)
+            passes += 1
+    return passes

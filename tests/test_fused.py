@@ -66,7 +66,7 @@ def fused(cfg, models, experiences, lite0, break_gather=False):
     data = [(e.data.images, e.data.labels) for e in experiences]
     for _ in range(EPOCHS):
         orders = [torch.randperm(len(e), generator=g) for e, g in zip(experiences, gens)]
-        fused_epoch(clients, data, orders, cfg.train.batch_size, cfg.data.image_size, masks)
+        fused_epoch(clients, data, orders, cfg.train.batch_size, cfg.data.image_size, masks, max_samples=16)
     return [clients.client_states(k) for k in range(len(models))]
 
 
