@@ -1,7 +1,7 @@
 """Fused clients (one backbone pass for many clients, ``fedcl/fused.py``) vs one client at a time.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/fused_clients.py [--clients 1,4,16,64] [--image-sizes 32,64]
-        [--images-per-client 32] [--repeats 3] [--device cpu] [--json runs/fused_clients.json]
+        [--images-per-client 32] [--repeats 3] [--device cpu] [--threads N] [--json runs/fused_clients.json]
 
 Each client holds ``--images-per-client`` random images of 10 classes and trains one local epoch of input tuning
 (additive transform + linear head, Adam, batch 32). "sequential" trains the clients one after another in
@@ -108,8 +108,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-samples", type=int, default=256)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", default="runs/fused_clients.json")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = []
     for size in map(int, args.image_sizes.split(",")):

@@ -5,8 +5,9 @@
 Parts, each run in its own process under its own time budget (seconds, GPU mode):
   throughput (100)       images/s at 224 px in bf16: input tuning and full fine-tuning inside fedcl's learner
                          (data pipeline included), and the frozen backbone's forward pass alone (the limit)
-  memory:* (3 x 30)      peak GPU memory (torch.cuda.max_memory_allocated) of one epoch: input tuning, input
-                         tuning + activation checkpointing, full fine-tuning; one process each
+  memory:* (4 x 25)      peak GPU memory (torch.cuda.max_memory_allocated) of one epoch: input tuning, input
+                         tuning + activation checkpointing (timm's, per block), the same with the stem and head
+                         recomputed too (benchmarks/memory.py's experiment), full fine-tuning; one process each
   fused (50)             fused clients (fedcl/fused.py) vs one client at a time, 1/8/64 clients
   clients_per_gpu (150)  Ray simulation with client_num_gpus = 1/k for k = 1, 2, 4, ... 64; stops when
                          images/s stops rising (or the budget ends)
@@ -30,14 +31,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BUDGETS = {"throughput": 100, "memory:input_tuning": 30, "memory:input_tuning_checkpointing": 30, "memory:finetune": 30,
+BUDGETS = {"throughput": 100, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
+           "memory:finetune": 25,
            "fused": 50, "clients_per_gpu": 150, "federated": 70}
 GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 64, "fused_clients": [1, 8, 64], "fused_images": 32,
        "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
        "measure_s": 10.0}
 DRY = {"image_size": 32, "precision": "fp32", "device": "cpu", "batch_size": 8, "fused_clients": [1, 2], "fused_images": 4,
        "max_clients": 2, "per_class": 4, "fed_clients": 2, "fed_tasks": 2, "fed_rounds_per_task": 1, "cpus": 2, "measure_s": 0.2}
-DRY_BUDGET_SCALE = 2.0  # the CPU dry run starts Ray and loads the backbone on a shared machine: slower, not bigger
+DRY_BUDGET_SCALE = 6.0  # the CPU dry run starts Ray and loads the backbone on a shared 2-core machine: slower, not bigger
 
 
 class Part:
@@ -127,7 +129,11 @@ def part_memory(part: Part, s: dict, variant: str) -> None:
     import torch
 
     method = "finetune" if variant == "finetune" else "input_tuning"
-    learner, experience = learner_for(method, s, checkpointing=variant.endswith("checkpointing"))
+    learner, experience = learner_for(method, s, checkpointing="checkpointing" in variant)
+    if variant.endswith("stem_head"):
+        from memory import checkpoint_stem_and_head
+
+        checkpoint_stem_and_head(learner.model.backbone.model)
     device = learner.device
     if device.type == "cuda":
         learner.train_experience(experience)  # warm-up: kernels chosen, allocator pools exist (the CPU's RSS only grows: none there)
@@ -244,7 +250,7 @@ def summarise(parts: dict) -> dict:
     peak = {n.split(":", 1)[1]: p["peak_mb"] for n, p in parts.items() if n.startswith("memory:") and "peak_mb" in p}
     out = {}
     if "finetune" in peak and peak["finetune"] > 0:
-        for variant in ("input_tuning", "input_tuning_checkpointing"):
+        for variant in ("input_tuning", "input_tuning_checkpointing", "input_tuning_checkpointing_stem_head"):
             if variant in peak:
                 out[f"memory_{variant}_over_finetune"] = peak[variant] / peak["finetune"]
     return out

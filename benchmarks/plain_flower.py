@@ -84,6 +84,8 @@ def build_apps(cfg, rounds: int, timings: dict, on_round: Callable[[int, list[fl
             order = torch.randperm(len(experience))
             for start in range(0, len(experience), cfg.train.batch_size):
                 idx = order[start : start + cfg.train.batch_size]
+                if len(idx) < 2:
+                    continue  # BatchNorm cannot train on a single sample
                 x = to_model_input(experience.data.images[idx], cfg.data.image_size, "cpu")
                 loss = F.cross_entropy(model(x), experience.data.labels[idx])
                 opt.zero_grad()

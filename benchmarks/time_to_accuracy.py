@@ -128,11 +128,14 @@ def main() -> None:
     args = parser.parse_args()
     cfg = build_config(args.preset, args.config, [*args.overrides, *FORCED], schema=FedRunConfig)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    fedcl = run_fedcl(cfg)
-    plain = run_plain(cfg)
-    summary = summarise(fedcl, plain)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"command": sys.argv, "config": cfg.to_dict(), "fedcl": fedcl, "plain": plain, "summary": summary}, indent=1))
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"command": sys.argv, "config": cfg.to_dict()}
+    fedcl = report["fedcl"] = run_fedcl(cfg)
+    path.write_text(json.dumps(report, indent=1))  # kept if the plain app fails
+    plain = report["plain"] = run_plain(cfg)
+    summary = report["summary"] = summarise(fedcl, plain)
+    path.write_text(json.dumps(report, indent=1))
     f = cfg.federation
     print(f"{f.num_clients} clients, {cfg.num_rounds} rounds, {cfg.data.image_size} px, {args.preset} {' '.join(args.overrides)}")
     for name, run in (("fedcl", fedcl), ("plain Flower full FT", plain)):

@@ -12,6 +12,7 @@ PARTS = {
     "throughput": ["input_tuning_images_per_s", "finetune_images_per_s", "frozen_forward_images_per_s", "input_tuning_over_frozen_forward"],
     "memory:input_tuning": ["peak_mb"],
     "memory:input_tuning_checkpointing": ["peak_mb"],
+    "memory:input_tuning_checkpointing_stem_head": ["peak_mb"],
     "memory:finetune": ["peak_mb"],
     "fused": ["rows"],
     "clients_per_gpu": ["steps", "best_clients", "best_images_per_s"],
@@ -33,7 +34,7 @@ def numbers(value):
 @pytest.mark.integration
 def test_dry_run_writes_every_figure(tmp_path):
     out = tmp_path / "gpu.json"
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--dry-run", str(out)], capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--dry-run", str(out)], capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["dry_run"] is True
@@ -44,6 +45,6 @@ def test_dry_run_writes_every_figure(tmp_path):
             assert part[field] not in (None, [], {}), (name, field)
     assert [s["clients"] for s in report["parts"]["clients_per_gpu"]["steps"]][0] == 1
     assert {r["clients"] for r in report["parts"]["fused"]["rows"]} == {1, 2}
-    assert set(report["summary"]) == {"memory_input_tuning_over_finetune", "memory_input_tuning_checkpointing_over_finetune"}
+    assert set(report["summary"]) == {f"memory_{v}_over_finetune" for v in ("input_tuning", "input_tuning_checkpointing", "input_tuning_checkpointing_stem_head")}
     values = list(numbers(report))
     assert values and all(v is not None and math.isfinite(v) for v in values)
