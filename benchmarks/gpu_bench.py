@@ -80,13 +80,12 @@ def learner_for(method: str, s: dict, checkpointing: bool = False):
     import copy
 
     import torch
+    from fused_clients import client_data
 
     from fedcl.backbones import create_backbone
     from fedcl.heads import create_head
     from fedcl.learner import Learner, TrainSettings
     from fedcl.methods import create_method
-    from fused_clients import client_data
-
     from fedcl.model import ContinualModel
     from fedcl.transforms import create_transform
 
@@ -106,7 +105,7 @@ def part_throughput(part: Part, s: dict, budget: float) -> None:
     seconds = s["measure_s"]
     for method in ("input_tuning", "finetune"):
         learner, experience = learner_for(method, s)
-        rate = timed_rate(lambda: learner.train_experience(experience), len(experience), seconds, learner.device)
+        rate = timed_rate(lambda lr=learner, e=experience: lr.train_experience(e), len(experience), seconds, learner.device)
         part.put(**{f"{method}_images_per_s": rate})
     net, plan = learner.model.backbone.eval(), learner.plan
     x = plan.layout(torch.rand(s["batch_size"], 3, s["image_size"], s["image_size"], device=learner.device))
@@ -151,7 +150,6 @@ def part_memory(part: Part, s: dict, variant: str) -> None:
 
 def part_fused(part: Part, s: dict, budget: float) -> None:
     import torch
-
     from fused_clients import measure
 
     rows = []
@@ -234,7 +232,7 @@ def spawn_part(name: str, dry_run: bool, budget: float) -> dict:
         cmd = [sys.executable, __file__, "--part", name, "--part-json", str(path), "--budget", str(budget)] + (["--dry-run"] if dry_run else [])
         started = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget + 15)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=budget + 15)
             status, detail = ("ok", None) if proc.returncode == 0 else ("error", (proc.stderr.strip().splitlines() or ["?"])[-1])
         except subprocess.TimeoutExpired:
             status, detail = "timeout", f"stopped after {budget + 15:.0f} s"

@@ -21,13 +21,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fedcl.backbones import create_backbone  # noqa: E402
-from fedcl.heads import create_head  # noqa: E402
-from fedcl.learner import TrainSettings  # noqa: E402
-from fedcl.methods import create_method  # noqa: E402
-from fedcl.model import ContinualModel  # noqa: E402
-from fedcl.transforms import create_transform  # noqa: E402
-from memory import checkpoint_stem_and_head  # noqa: E402
+from memory import checkpoint_stem_and_head
+
+from fedcl.backbones import create_backbone
+from fedcl.heads import create_head
+from fedcl.learner import TrainSettings
+from fedcl.methods import create_method
+from fedcl.model import ContinualModel
+from fedcl.transforms import create_transform
 
 
 def saved_bytes(model: ContinualModel, images: torch.Tensor, labels: torch.Tensor) -> int:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fedcl.config import build_config  # noqa: E402
-from fedcl.federation.settings import FedRunConfig  # noqa: E402
+from fedcl.config import build_config
+from fedcl.federation.settings import FedRunConfig
 
 FORCED = ["federation.backend=ray", "federation.evaluate_clients=false", "federation.evaluate_every_round=true"]
 
