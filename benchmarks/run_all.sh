@@ -15,6 +15,10 @@ echo "== head-only: cached vs recomputed features"
 $PY benchmarks/feature_cache.py
 echo "== memory"
 $PY benchmarks/memory.py
+echo "== memory kept for backward, counted exactly"
+PYTHONPATH=$PWD $PY benchmarks/saved_activations.py
+echo "== fused clients vs one at a time"
+PYTHONPATH=$PWD $PY benchmarks/fused_clients.py --threads 1
 echo "== fedcl vs a plain Flower simulation of full fine-tuning"
 $PY benchmarks/vs_plain_flower.py
 echo "== simulation overhead and scaling"

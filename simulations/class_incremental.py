@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from fedcl.config import build_config
-from fedcl.factory import make_backbone, make_benchmark, make_learner, make_method, make_model
+from fedcl.builder import make_backbone, make_benchmark, make_learner, make_method, make_model
 from fedcl.heads import create_head
 from fedcl.heads.base import Head
 from fedcl.heads.statistics import packed_size

@@ -11,7 +11,7 @@ from PIL import Image
 from fedcl.config import build_config
 from fedcl.data.image_folder import scan_image_folder
 from fedcl.errors import DataError
-from fedcl.factory import make_benchmark, make_learner, make_method, make_model
+from fedcl.builder import make_benchmark, make_learner, make_method, make_model
 from fedcl.guards import NonFiniteError, check_global_state, first_non_finite
 
 

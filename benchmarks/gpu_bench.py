@@ -1,0 +1,314 @@
+"""The GPU benchmark behind ``benchmarks/gpu.sh``: one JSON with every GPU figure issue 16 asks for.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/gpu_bench.py [--dry-run] [--json PATH]
+
+Parts, each run in its own process under its own time budget (seconds, GPU mode):
+  throughput (100)       images/s at 224 px in bf16: input tuning and full fine-tuning inside fedcl's learner
+                         (data pipeline included), and the frozen backbone's forward pass alone (the limit)
+  memory:* (4 x 25)      peak GPU memory (torch.cuda.max_memory_allocated) of one epoch: input tuning, input
+                         tuning + activation checkpointing (timm's, per block), the same with the stem and head
+                         recomputed too (benchmarks/memory.py's experiment), full fine-tuning; one process each
+  fused (50)             fused clients (fedcl/fused.py) vs one client at a time, 1/8/64 clients
+  clients_per_gpu (150)  Ray simulation with client_num_gpus = 1/k for k = 1, 2, 4, ... 64; stops when
+                         images/s stops rising (or the budget ends)
+  federated (70)         a small 224 px federated class-incremental run
+A part writes its results after every step, so a part that fails or runs out of time keeps what it measured
+(``status``: ok / timeout / error). ``--dry-run`` runs the same code on the CPU at 32 px with tiny sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+BUDGETS = {"throughput": 100, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
+           "memory:finetune": 25,
+           "fused": 50, "clients_per_gpu": 150, "federated": 70}
+GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 64, "fused_clients": [1, 8, 64], "fused_images": 32,
+       "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
+       "measure_s": 10.0}
+DRY = {"image_size": 32, "precision": "fp32", "device": "cpu", "batch_size": 8, "fused_clients": [1, 2], "fused_images": 4,
+       "max_clients": 2, "per_class": 4, "fed_clients": 2, "fed_tasks": 2, "fed_rounds_per_task": 1, "cpus": 2, "measure_s": 0.2}
+DRY_BUDGET_SCALE = 6.0  # the CPU dry run starts Ray and loads the backbone on a shared 2-core machine: slower, not bigger
+
+
+class Part:
+    """A part's results on disk, rewritten after every step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.values: dict = {}
+
+    def put(self, **values) -> None:
+        self.values.update(values)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.values))
+        tmp.replace(self.path)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_rate(step, images_per_step: int, seconds: float, device, min_steps: int = 2) -> float:
+    """images/s of ``step()`` repeated for about ``seconds`` (after one warm-up call)."""
+    step()
+    _sync(device)
+    start, done = time.perf_counter(), 0
+    while done < min_steps or time.perf_counter() - start < seconds:
+        step()
+        done += 1
+        _sync(device)
+    return done * images_per_step / (time.perf_counter() - start)
+
+
+def learner_for(method: str, s: dict, checkpointing: bool = False):
+    """fedcl's learner for ``method`` on a fresh model (additive transform, linear head) + one synthetic experience."""
+    import copy
+
+    import torch
+    from fused_clients import client_data
+
+    from fedcl.backbones import create_backbone
+    from fedcl.heads import create_head
+    from fedcl.learner import Learner, TrainSettings
+    from fedcl.methods import create_method
+    from fedcl.model import ContinualModel
+    from fedcl.transforms import create_transform
+
+    backbone = copy.deepcopy(create_backbone("efficientnet_lite0", image_size=s["image_size"]))
+    m = create_method(method)
+    transform = create_transform("additive" if m.uses_transform else "none", s["image_size"])
+    model = ContinualModel(transform, backbone, create_head("linear", backbone.feature_dim, 10))
+    settings = TrainSettings(batch_size=s["batch_size"], precision=s["precision"], device=s["device"], epochs=1,
+                             activation_checkpointing=checkpointing)
+    experience = client_data(1, 2 * s["batch_size"])[0]
+    return Learner(model, m, settings, s["image_size"], torch.device(s["device"])), experience
+
+
+def part_throughput(part: Part, s: dict, budget: float) -> None:
+    import torch
+
+    seconds = s["measure_s"]
+    for method in ("input_tuning", "finetune"):
+        learner, experience = learner_for(method, s)
+        rate = timed_rate(lambda lr=learner, e=experience: lr.train_experience(e), len(experience), seconds, learner.device)
+        part.put(**{f"{method}_images_per_s": rate})
+    net, plan = learner.model.backbone.eval(), learner.plan
+    x = plan.layout(torch.rand(s["batch_size"], 3, s["image_size"], s["image_size"], device=learner.device))
+
+    def forward() -> None:
+        with torch.inference_mode(), plan.autocast():
+            net(x)
+
+    part.put(frozen_forward_images_per_s=timed_rate(forward, s["batch_size"], seconds, learner.device), batch_size=s["batch_size"],
+             precision=plan.precision, image_size=s["image_size"])
+    v = part.values
+    part.put(input_tuning_over_frozen_forward=v["input_tuning_images_per_s"] / v["frozen_forward_images_per_s"],
+             input_tuning_over_finetune=v["input_tuning_images_per_s"] / v["finetune_images_per_s"])
+
+
+def part_memory(part: Part, s: dict, variant: str) -> None:
+    """Peak memory of one training epoch (2 batches): GPU allocator peak on CUDA, resident-size growth on the CPU."""
+    import resource
+
+    import torch
+
+    method = "finetune" if variant == "finetune" else "input_tuning"
+    learner, experience = learner_for(method, s, checkpointing="checkpointing" in variant)
+    if variant.endswith("stem_head"):
+        from memory import checkpoint_stem_and_head
+
+        checkpoint_stem_and_head(learner.model.backbone.model)
+    device = learner.device
+    if device.type == "cuda":
+        learner.train_experience(experience)  # warm-up: kernels chosen, allocator pools exist (the CPU's RSS only grows: none there)
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    learner.train_experience(experience)
+    _sync(device)
+    if device.type == "cuda":
+        part.put(peak_mb=(torch.cuda.max_memory_allocated(device) - base) / 2**20, measure="cuda_max_memory_allocated")
+    else:
+        part.put(peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before, measure="cpu_maxrss_growth")
+
+
+def part_fused(part: Part, s: dict, budget: float) -> None:
+    import torch
+    from fused_clients import measure
+
+    rows = []
+    for clients in s["fused_clients"]:
+        rows.append(measure(clients, s["fused_images"], s["image_size"], torch.device(s["device"]), s["precision"], repeats=2))
+        part.put(rows=rows)
+
+
+def fed_config(s: dict, overrides: list[str]):
+    from fedcl.config import build_config
+    from fedcl.data import load_dataset
+    from fedcl.errors import FedclError
+
+    try:
+        load_dataset("fashion_mnist")
+        dataset = "fashion_mnist"
+    except (FedclError, OSError):
+        dataset = "digits"  # bundled with scikit-learn: a fresh GPU machine may lack Debian's Fashion-MNIST
+    base = [f"data.dataset={dataset}", f"data.image_size={s['image_size']}", f"train.device={s['device']}", f"train.precision={s['precision']}",
+            f"data.max_train_per_class={s['per_class']}", f"data.max_test_per_class={s['per_class']}", "federation.evaluate_clients=false",
+            "federation.evaluate_every_round=false", 'federation.device_profiles=["server"]', f"train.batch_size={s['batch_size']}"]
+    return build_config("federated", None, base + overrides)
+
+
+def clients_step(s: dict, k: int) -> dict:
+    """One Ray simulation with k clients sharing the GPU (1/k each): images/s of its second round."""
+    from fedcl.federation.simulation import run_ray_simulation
+
+    gpus = 1.0 / k if s["device"] == "cuda" else 0.0
+    cfg = fed_config(s, ["data.num_tasks=1", "data.classes_per_task=10", f"federation.num_clients={k}", "federation.rounds_per_task=2",
+                         "federation.partition=iid", "federation.boundary_jitter=0", f"federation.client_num_gpus={gpus}",
+                         f"federation.client_num_cpus={max(0.1, min(1.0, s['cpus'] / k)):.3f}", f"federation.ray_num_cpus={s['cpus']}"])
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        results = run_ray_simulation(cfg, out, quiet=True)
+        wall = time.perf_counter() - started
+    last = results["communication"]["per_round"][-1]
+    return {"clients": k, "client_num_gpus": gpus, "images_per_s": last["num_examples"] / max(last["real_round_time_s"], 1e-9),
+            "round_s": last["real_round_time_s"], "run_s": wall}
+
+
+def part_clients_per_gpu(part: Part, s: dict, budget: float) -> None:
+    start, steps, k = time.perf_counter(), [], 1
+    while k <= s["max_clients"]:
+        steps.append(clients_step(s, k))
+        best = max(steps, key=lambda r: r["images_per_s"])
+        part.put(steps=steps, best_clients=best["clients"], best_images_per_s=best["images_per_s"])
+        elapsed = time.perf_counter() - start
+        if len(steps) >= 2 and steps[-1]["images_per_s"] <= 1.05 * steps[-2]["images_per_s"]:
+            break  # throughput stopped rising
+        if elapsed + 2 * steps[-1]["run_s"] > budget:
+            break  # the next step (more clients) would not fit
+        k *= 2
+    part.put(stopped_at_clients=steps[-1]["clients"])
+
+
+def part_federated(part: Part, s: dict, budget: float) -> None:
+    from fedcl.federation.simulation import run_inline_simulation
+
+    cfg = fed_config(s, [f"federation.num_clients={s['fed_clients']}", f"data.num_tasks={s['fed_tasks']}",
+                         f"federation.rounds_per_task={s['fed_rounds_per_task']}", "federation.backend=inline"])
+    with tempfile.TemporaryDirectory() as out:
+        r = run_inline_simulation(cfg, out, quiet=True)
+    part.put(dataset=cfg.data.dataset, image_size=cfg.data.image_size, num_clients=cfg.federation.num_clients, rounds=r["rounds"],
+             final_avg_accuracy=r["final_avg_accuracy"], accuracy_matrix=r["accuracy_matrix"], wall_time_s=r["wall_time_s"])
+
+
+def run_part(name: str, s: dict, budget: float, path: Path) -> None:
+    part = Part(path)
+    if name.startswith("memory:"):
+        part_memory(part, s, name.split(":", 1)[1])
+    else:
+        {"throughput": part_throughput, "fused": part_fused, "clients_per_gpu": part_clients_per_gpu, "federated": part_federated}[name](part, s, budget)
+
+
+def spawn_part(name: str, dry_run: bool, budget: float) -> dict:
+    """Run one part in its own process with a hard time limit; returns what it wrote plus its status."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "part.json"
+        cmd = [sys.executable, __file__, "--part", name, "--part-json", str(path), "--budget", str(budget)] + (["--dry-run"] if dry_run else [])
+        started = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=budget + 15)
+            status, detail = ("ok", None) if proc.returncode == 0 else ("error", (proc.stderr.strip().splitlines() or ["?"])[-1])
+        except subprocess.TimeoutExpired:
+            status, detail = "timeout", f"stopped after {budget + 15:.0f} s"
+        values = json.loads(path.read_text()) if path.exists() else {}
+    out = {"status": status, "seconds": round(time.perf_counter() - started, 1), "budget_s": budget, **values}
+    if detail:
+        out["detail"] = detail
+    return out
+
+
+def summarise(parts: dict) -> dict:
+    """Ratios across parts (only those whose inputs were measured)."""
+    peak = {n.split(":", 1)[1]: p["peak_mb"] for n, p in parts.items() if n.startswith("memory:") and "peak_mb" in p}
+    out = {}
+    if "finetune" in peak and peak["finetune"] > 0:
+        for variant in ("input_tuning", "input_tuning_checkpointing", "input_tuning_checkpointing_stem_head"):
+            if variant in peak:
+                out[f"memory_{variant}_over_finetune"] = peak[variant] / peak["finetune"]
+    return out
+
+
+def machine(dry_run: bool) -> dict:
+    import torch
+
+    if not dry_run and not torch.cuda.is_available():
+        print("fedcl: error: benchmarks/gpu.sh needs a CUDA GPU (torch sees none); use --dry-run on a CPU", file=sys.stderr)
+        raise SystemExit(2)
+    name = torch.cuda.get_device_name(0) if not dry_run else f"{platform.processor() or platform.machine()} CPU (dry run)"
+    return {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "dry_run": dry_run, "cpus": os.cpu_count(),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def output_path(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    return Path(os.environ["OUT"]) / "gpu.json" if os.environ.get("OUT") else Path("runs/gpu.json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="the same code on the CPU at 32 px, tiny sizes")
+    parser.add_argument("path", nargs="?", default=None, help="output file (default: $OUT/gpu.json when $OUT is set, else runs/gpu.json)")
+    parser.add_argument("--json", default=None, help="the same as PATH")
+    parser.add_argument("--parts", default=",".join(BUDGETS), help="comma-separated subset of: " + ", ".join(BUDGETS))
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    parser.add_argument("--part-json", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    settings = DRY if args.dry_run else GPU
+    if args.part:
+        return run_part(args.part, settings, args.budget, Path(args.part_json))
+    path = output_path(args.path or args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report: dict = {**machine(args.dry_run), "settings": settings, "parts": {}}
+    started = time.perf_counter()
+    for name in args.parts.split(","):
+        if name not in BUDGETS:
+            print(f"fedcl: error: --parts: unknown part {name!r}; choose from {', '.join(BUDGETS)}", file=sys.stderr)
+            raise SystemExit(2)
+        budget = BUDGETS[name] * (DRY_BUDGET_SCALE if args.dry_run else 1.0)
+        report["parts"][name] = spawn_part(name, args.dry_run, budget)
+        report["summary"] = summarise(report["parts"])
+        report["total_s"] = round(time.perf_counter() - started, 1)
+        path.write_text(json.dumps(finite_only(report), indent=1, allow_nan=False))
+        print(f"{name}: {report['parts'][name]['status']} in {report['parts'][name]['seconds']} s", flush=True)
+    print(f"wrote {path}")
+
+
+def finite_only(value):
+    """``value`` with every non-finite float replaced by None (a figure that is not a number is not reported)."""
+    if isinstance(value, dict):
+        return {k: finite_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_only(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+if __name__ == "__main__":
+    main()
