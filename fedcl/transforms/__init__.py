@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedcl.errors import ConfigError
-from fedcl.registry import Registry
-from fedcl.transforms.base import InputTransform, PerTaskTransform
-
-TRANSFORMS: Registry[type[InputTransform]] = Registry("transform", key="model.transform.name")
+from fedcl.transforms.base import TRANSFORMS, InputTransform, PerTaskTransform
 
 
 def create_transform(

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fedcl.registry import Registry
+
 
 class InputTransform(nn.Module):
     """Maps images in [0, 1], shape (N, 3, S, S), to images of the same shape.
@@ -69,3 +71,6 @@ class PerTaskTransform(InputTransform):
 
     def for_task(self, task_id: int) -> InputTransform:
         return self.transforms[task_id]
+
+
+TRANSFORMS: Registry[type[InputTransform]] = Registry("transform", key="model.transform.name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcl.transforms import TRANSFORMS
+from fedcl.transforms.base import TRANSFORMS
 from fedcl.transforms.base import InputTransform
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedcl.transforms import TRANSFORMS
+from fedcl.transforms.base import TRANSFORMS
 from fedcl.transforms.base import InputTransform
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedcl.transforms import TRANSFORMS
+from fedcl.transforms.base import TRANSFORMS
 from fedcl.transforms.base import InputTransform
 
 

@@ -24,10 +24,9 @@ from typing import Any
 import torch
 
 from fedcl.errors import ConfigError
-from fedcl.registry import Registry
+from fedcl.federation.aggregators.registry import AGGREGATORS
 
 Aggregator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-AGGREGATORS: Registry[Callable[..., torch.Tensor]] = Registry("aggregator")
 
 
 def create_aggregator(name: str, **options: Any) -> Aggregator:
@@ -47,6 +46,6 @@ def check_aggregator(name: str) -> None:
         raise ConfigError(f"federation.aggregation must be one of {', '.join(aggregator_names())}: got {name!r}")
 
 
-from fedcl.federation.aggregators import krum, median, trimmed_mean, weighted  # noqa: F401
+from fedcl.federation.aggregators import krum, median, trimmed_mean, weighted  # noqa: E402,F401
 
 __all__ = ["AGGREGATORS", "Aggregator", "aggregator_names", "check_aggregator", "create_aggregator"]

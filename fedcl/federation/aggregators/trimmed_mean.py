@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcl.federation.aggregators import AGGREGATORS
+from fedcl.federation.aggregators.registry import AGGREGATORS
 
 
 @AGGREGATORS.register("trimmed_mean")
