@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -165,6 +166,7 @@ class RunInterrupted(BaseException):
 
 
 def _interrupt(signum: int, _frame) -> None:
+    logging.disable(logging.CRITICAL)  # the run is stopping: no library's shutdown noise around the one line
     raise RunInterrupted(signal.Signals(signum).name)
 
 
@@ -219,12 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a one-line usage error
         return int(exc.code or 0)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, _interrupt) for s in stops} if in_main_thread else {}
     try:
         code = _run(args)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if code == 130 and any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
         sys.stderr.flush()
         os._exit(code)  # a ServerApp thread still waits on its clients: files are written atomically, so stop now

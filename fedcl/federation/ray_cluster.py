@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import warnings
 from pathlib import Path
+from typing import Any
 
 from fedcl.errors import FedclError
 from fedcl.federation.settings import FedRunConfig
@@ -87,3 +91,23 @@ def check_ray_cluster(cfg: FedRunConfig) -> None:
         if need > have:
             raise RayClusterError(f"federation.{name}={need:g} but {where} has {have:g} {key}s, so no client could ever start; "
                                   f"lower federation.{name}" + (" or raise federation.ray_num_cpus" if key == "CPU" and local else ""))
+
+
+def start_ray(init_args: dict[str, Any]) -> None:
+    """Start (or connect to) Ray before Flower does, keeping this process's signal handlers: ``ray.init`` replaces
+    SIGTERM's with ``sys.exit``, which would leave Ray's shutdown noise and a run that ignores the stop."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    in_main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if in_main else {}
+    # what Flower's Ray backend does too: the workers import fedcl from wherever this process does
+    pythonpath = os.pathsep.join([*sys.path, *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])
+    os.environ["PYTHONPATH"] = pythonpath
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Ray's notes on future defaults
+        ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **{"include_dashboard": False, **init_args})
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedcl.federation.ray_cluster import check_ray_cluster
+from fedcl.federation.ray_cluster import check_ray_cluster, start_ray
 from fedcl.federation.settings import FedRunConfig
 from fedcl.outputs import file_identity, prepare_out_dir, promote, recover_dir, staged
 
@@ -133,6 +133,7 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = Fal
             )
 
     try:
+        start_ray(backend_config(cfg)["init_args"])
         return _run_and_read(out, simulate)
     finally:
         flwr_logger.removeFilter(_warnings_only)
