@@ -109,7 +109,7 @@ def test_dp_refuses_summed_statistics():
 def test_epsilon_grows_with_rounds_and_shrinks_with_noise():
     low = epsilons(1.0, [5, 5, 5], 10, 1e-5)
     high = epsilons(4.0, [5, 5, 5], 10, 1e-5)
-    assert low[0] < low[1] < low[2] and all(h < l for h, l in zip(high, low))
+    assert low[0] < low[1] < low[2] and all(hi < lo for hi, lo in zip(high, low))
     assert epsilons(0.0, [5], 10, 1e-5) == [None]
 
 

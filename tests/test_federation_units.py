@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedcl.config import build_config
-from fedcl.errors import ConfigError, FedclError
+from fedcl.errors import FedclError
 from fedcl.federation.aggregation import ClientUpdate, aggregate
 from fedcl.federation.codec import BadUpdateError, decode, encode
 from fedcl.federation.partitions import partition_indices
@@ -13,7 +12,6 @@ from fedcl.federation.profiles import PROFILES, client_profile, is_unavailable, 
 from fedcl.federation.schedule import TaskSchedule
 from fedcl.federation.server_app import wait_for_nodes
 from fedcl.federation.server_optimizer import ServerAdam
-from fedcl.federation.settings import FedRunConfig
 
 
 def test_class_aware_task_aware_and_sum_aggregation_by_hand():

@@ -6,7 +6,6 @@ import torch
 
 from fedcl.federation.aggregation import ClientUpdate, aggregate
 from fedcl.heads import create_head
-from fedcl.heads.lda import oas_shrinkage
 from helpers import tiny_learner
 
 K, D = 6, 12

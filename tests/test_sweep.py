@@ -10,10 +10,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "simulations"))
 
-import sweep
+import sweep  # noqa: E402
 
-from fedcl.errors import ConfigError
-from fedcl.sweep import read_plan
+from fedcl.errors import ConfigError  # noqa: E402
+from fedcl.sweep import read_plan  # noqa: E402
 
 TINY_PLAN = """
 preset = "fedsmoke"

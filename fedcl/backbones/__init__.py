@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from fedcl.backbones.base import BackboneSpec, FrozenBackbone
-from fedcl.registry import Registry
-
-BACKBONES: Registry[Callable[..., FrozenBackbone]] = Registry("backbone", key="model.backbone")
+from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 
 
 def create_backbone(

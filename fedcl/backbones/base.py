@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from fedcl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,6 @@ class FrozenBackbone(nn.Module):
             crc = zlib.crc32(key.encode(), crc)
             crc = zlib.crc32(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes(), crc)
         return crc
+
+
+BACKBONES: Registry[Callable[..., FrozenBackbone]] = Registry("backbone", key="model.backbone")
