@@ -115,7 +115,7 @@ def statistical_group(cfg, backbone, head_specs: dict, adapt_transform: str | No
     results = {n: summary(np.array(rows[n]), shared_s + bundle.observe_s[n],
                           adapt_tasks * adapt_mb + statistics_mb(bundle.heads[n], benchmark.num_tasks, 4),
                           adapt_tasks * adapt_mb + statistics_mb(bundle.heads[n], benchmark.num_tasks, 8)) for n in head_specs}
-    return results, learner, bundle, benchmark
+    return results, learner, bundle, benchmark, test_features
 
 
 def joint_probe(bundle: HeadBundle, benchmark, test_features) -> dict:
@@ -191,10 +191,9 @@ def run_setting(name: str, setting: dict, grid: dict, seed: int, out: Path, back
         if group.startswith("trained_"):
             result = {group.removeprefix("trained_"): trained_row(cfg, backbones[size], rpt)}
         else:
-            result, learner, bundle, benchmark = statistical_group(cfg, backbones[size], grid["heads"], None if group == "frozen" else group, rpt)
+            result, learner, bundle, benchmark, features = statistical_group(cfg, backbones[size], grid["heads"], None if group == "frozen" else group, rpt)
             result = {f"{group}:{k}": v for k, v in result.items()}
             if group == "frozen":
-                features = encode(learner, benchmark.test_stream)
                 result["joint_probe"] = joint_probe(bundle, benchmark, features)
                 result["sensitivity"] = sensitivity(bundle, learner, benchmark, features, grid["sweep"])
         path.parent.mkdir(parents=True, exist_ok=True)
