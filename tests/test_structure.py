@@ -27,10 +27,22 @@ def _modules() -> dict[str, ast.Module]:
     return out
 
 
-def _imports(tree: ast.Module) -> set[str]:
-    """Every module name a module imports at any level (``from a import b`` counts a and a.b)."""
-    found = set()
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of import nodes inside ``if TYPE_CHECKING:`` blocks (never executed, so never a cycle)."""
+    skipped = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            skipped.update(id(child) for child in ast.walk(node))
+    return skipped
+
+
+def _imports(tree: ast.Module) -> set[str]:
+    """Every module name a module imports at run time (``from a import b`` counts a and a.b)."""
+    found = set()
+    skipped = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

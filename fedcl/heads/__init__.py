@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedcl.errors import ConfigError
-from fedcl.heads.base import Head
-from fedcl.registry import Registry
-
-HEADS: Registry[type[Head]] = Registry("head", key="model.head.name")
+from fedcl.heads.base import HEADS, Head
 
 
 def create_head(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fedcl.registry import Registry
+
 
 class Head(nn.Module):
     """Maps features (N, D) to logits over all ``num_classes`` global classes.
@@ -43,3 +45,5 @@ class Head(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+HEADS: Registry[type[Head]] = Registry("head", key="model.head.name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcl.heads import HEADS
+from fedcl.heads.base import HEADS
 from fedcl.heads.statistics import StatisticalHead
 
 

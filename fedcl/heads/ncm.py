@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fedcl.heads import HEADS
+from fedcl.heads.base import HEADS
 from fedcl.heads.statistics import StatisticalHead
 
 METRICS = ("euclidean", "cosine")

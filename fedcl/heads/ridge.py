@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from fedcl.heads import HEADS
+from fedcl.heads.base import HEADS
 from fedcl.heads.statistics import STATS_DTYPE, StatisticalHead
 
 #: lambda candidates for generalized cross-validation: tr(G_c)/D times these factors

@@ -16,11 +16,8 @@ import inspect
 from typing import Any
 
 from fedcl.errors import ConfigError
-from fedcl.methods.base import Batch, Method, Plugin
+from fedcl.methods.base import METHODS, PLUGINS, Batch, Method, Plugin
 from fedcl.registry import Registry
-
-METHODS: Registry[type[Method]] = Registry("method", key="method.name")
-PLUGINS: Registry[type[Plugin]] = Registry("plugin", key="method.plugins")
 
 
 def _create(registry: Registry, kind: str, name: str, options: dict[str, Any]) -> Any:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fedcl.model import ContinualModel
+from fedcl.registry import Registry
 
 if TYPE_CHECKING:
     from fedcl.data.scenarios import Experience
@@ -136,3 +137,7 @@ def freeze_transform(model: ContinualModel) -> None:
 def trainable_named(model: ContinualModel) -> dict[str, torch.nn.Parameter]:
     """The parameters the method trains, by name (what EWC and FedProx act on)."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+METHODS: Registry[type[Method]] = Registry("method", key="method.name")
+
+PLUGINS: Registry[type[Plugin]] = Registry("plugin", key="method.plugins")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedcl.methods import METHODS
+from fedcl.methods.base import METHODS
 from fedcl.methods.base import Method, freeze_transform, head_group
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcl.methods import PLUGINS
+from fedcl.methods.base import PLUGINS
 from fedcl.methods.base import Plugin, trainable_named
 
 

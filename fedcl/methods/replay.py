@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcl.methods import PLUGINS
+from fedcl.methods.base import PLUGINS
 from fedcl.methods.base import Plugin
 
 #: bytes per stored sample beyond its pixels: the label and the task id (int64 each)
