@@ -41,6 +41,7 @@ TIERS = {
     "test_bad_inputs.py": INTEGRATION,
     "test_federated_methods.py": INTEGRATION,
     "test_sweep.py": SYSTEM,
+    "test_published_plan.py": INTEGRATION,
     "test_fused.py": INTEGRATION,
     "test_gpu_script.py": SYSTEM,
     "test_reliability_inputs.py": INTEGRATION,
