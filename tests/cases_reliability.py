@@ -181,7 +181,7 @@ RELIABILITY_CASES: list[Case] = [
      "which is a file, not a folder"),
     # ---- non-finite numbers are never reported as results
     ("server lr overflowing", simulate("federation.strategy=fedadam", "federation.server_lr=1e300"), "became non-finite in round 1"),
-    ("DP noise overflowing", simulate("federation.dp_clipping_norm=1.0", "federation.dp_noise_multiplier=1e300"), "became non-finite in round 1"),
+    ("DP noise beyond its range", simulate("federation.dp_clipping_norm=1.0", "federation.dp_noise_multiplier=1e300"), "federation.dp_noise_multiplier must be a finite number in [0, 1000000.0]: got 1e+300"),
     ("weights full of NaN", weights("nan"), "holds NaN values in 'conv_stem.weight'"),
     ("checkpoint with NaN", checkpoint("nan"), "holds NaN values in 'global/transform.delta'"),
     ("checkpoint with inf moments", checkpoint("inf-moment"), "holds infinite values in 'adam_v/head.weight'"),

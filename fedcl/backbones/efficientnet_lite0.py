@@ -10,8 +10,7 @@ from __future__ import annotations
 import timm
 import torch
 
-from fedcl.backbones.base import BACKBONES
-from fedcl.backbones.base import BackboneSpec, FrozenBackbone
+from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import load_weights, split_stages
 from fedcl.errors import ConfigError, DataError
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import timm
 
-from fedcl.backbones.base import BACKBONES
-from fedcl.backbones.base import BackboneSpec, FrozenBackbone
+from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import feature_dim_of, load_weights, offline_weights_error, split_stages
 
 SHORT_NAMES = {

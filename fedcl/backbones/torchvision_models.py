@@ -5,8 +5,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from fedcl.backbones.base import BACKBONES
-from fedcl.backbones.base import BackboneSpec, FrozenBackbone
+from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import feature_dim_of, load_weights, offline_weights_error, split_stages
 from fedcl.errors import ConfigError
 

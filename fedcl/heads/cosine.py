@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedcl.heads.base import HEADS
-from fedcl.heads.base import Head
+from fedcl.heads.base import HEADS, Head
 
 
 @HEADS.register("cosine")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedcl.heads.base import HEADS
-from fedcl.heads.base import Head
+from fedcl.heads.base import HEADS, Head
 
 
 @HEADS.register("linear")

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fedcl.methods.base import PLUGINS
-from fedcl.methods.base import Plugin, trainable_named
+from fedcl.methods.base import PLUGINS, Plugin, trainable_named
 from fedcl.methods.boundaries import TaskBoundary
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from fedcl.methods.base import METHODS
-from fedcl.methods.base import Method, freeze_transform, head_group
+from fedcl.methods.base import METHODS, Method, freeze_transform, head_group
 
 
 @METHODS.register("finetune")

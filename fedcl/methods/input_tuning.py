@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from fedcl.heads.base import Head
 from fedcl.heads.linear import LinearHead
-from fedcl.methods.base import METHODS
-from fedcl.methods.base import Method, freeze_transform, head_group
+from fedcl.methods.base import METHODS, Method, freeze_transform, head_group
 
 
 @METHODS.register("input_tuning")

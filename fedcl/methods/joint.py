@@ -8,8 +8,7 @@ every round.
 from __future__ import annotations
 
 from fedcl.data.scenarios import Experience, merge_experiences
-from fedcl.methods.base import PLUGINS
-from fedcl.methods.base import Plugin
+from fedcl.methods.base import PLUGINS, Plugin
 
 
 @PLUGINS.register("joint")

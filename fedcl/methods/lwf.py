@@ -13,8 +13,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from fedcl.methods.base import PLUGINS
-from fedcl.methods.base import Plugin
+from fedcl.methods.base import PLUGINS, Plugin
 from fedcl.methods.boundaries import TaskBoundary
 
 

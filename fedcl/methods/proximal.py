@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcl.methods.base import PLUGINS
-from fedcl.methods.base import Plugin, trainable_named
+from fedcl.methods.base import PLUGINS, Plugin, trainable_named
 
 
 @PLUGINS.register("proximal")

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcl.methods.base import PLUGINS
-from fedcl.methods.base import Plugin
+from fedcl.methods.base import PLUGINS, Plugin
 
 #: bytes per stored sample beyond its pixels: the label and the task id (int64 each)
 SAMPLE_OVERHEAD_BYTES = 16

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedcl.transforms.base import TRANSFORMS
-from fedcl.transforms.base import InputTransform
+from fedcl.transforms.base import TRANSFORMS, InputTransform
 
 
 @TRANSFORMS.register("additive")

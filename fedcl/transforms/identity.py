@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fedcl.transforms.base import TRANSFORMS
-from fedcl.transforms.base import InputTransform
+from fedcl.transforms.base import TRANSFORMS, InputTransform
 
 
 @TRANSFORMS.register("none")

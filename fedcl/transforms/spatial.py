@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedcl.transforms.base import TRANSFORMS
-from fedcl.transforms.base import InputTransform
+from fedcl.transforms.base import TRANSFORMS, InputTransform
 
 
 @TRANSFORMS.register("spatial")
