@@ -4,6 +4,7 @@ key they gave; never another exception."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -49,7 +50,7 @@ def _default(key: tuple[str, ...]) -> object:
     node: object = DEFAULTS
     for part in key:
         node = node[part]  # type: ignore[index]
-    return node
+    return copy.deepcopy(node)  # a fresh copy: examples nest values into it, and DEFAULTS must not change
 
 
 #: a key with, half the time, a value of the right kind (its default or a nearby number), else anything
