@@ -89,7 +89,7 @@ def learner_for(method: str, s: dict, checkpointing: bool = False):
     from fedcl.model import ContinualModel
     from fedcl.transforms import create_transform
 
-    backbone = copy.deepcopy(create_backbone("efficientnet_lite0", image_size=s["image_size"]))
+    backbone = copy.deepcopy(create_backbone("efficientnet_lite0"))
     m = create_method(method)
     transform = create_transform("additive" if m.uses_transform else "none", s["image_size"])
     model = ContinualModel(transform, backbone, create_head("linear", backbone.feature_dim, 10))
