@@ -16,9 +16,10 @@ from fedcl.data.scenarios import Experience
 from fedcl.builder import make_benchmark, make_learner, make_method, make_model
 from fedcl.fused import FusedClients, StackedAdam, fused_epoch
 
-SIZES = (21, 13, 6)  # unequal: with batch 8 the clients take 3, 2 and 1 steps per epoch
-EPOCHS = 2
-OVERRIDES = ["data.num_tasks=2", "data.max_train_per_class=20", "data.image_size=32", f"train.epochs={EPOCHS}", "train.batch_size=8",
+SIZES = (11, 7, 3)  # unequal: with batch 4 the clients take 3, 2 and 1 steps per epoch
+EPOCHS = 2  # client 2 trains again after idle steps (its Adam step count must not advance meanwhile)
+MAX_SAMPLES = 8  # step 0: clients 0 and 1 share a backbone pass, client 2 gets its own
+OVERRIDES = ["data.num_tasks=2", "data.max_train_per_class=20", "data.image_size=32", f"train.epochs={EPOCHS}", "train.batch_size=4",
              "model.transform.name=additive", "model.head.name=linear", "method.name=input_tuning", "train.device=cpu", "train.precision=fp32"]
 
 
@@ -71,7 +72,7 @@ def fused(cfg, models, experiences, lite0, break_gather=False):
     data = [(e.data.images, e.data.labels) for e in experiences]
     for _ in range(EPOCHS):
         orders = [torch.randperm(len(e), generator=g) for e, g in zip(experiences, gens)]
-        fused_epoch(clients, data, orders, cfg.train.batch_size, cfg.data.image_size, masks, max_samples=16)
+        fused_epoch(clients, data, orders, cfg.train.batch_size, cfg.data.image_size, masks, max_samples=MAX_SAMPLES)
     return [clients.client_states(k) for k in range(len(models))]
 
 
