@@ -81,7 +81,7 @@ def fused_seconds(backbone: FrozenBackbone, experiences: list[Experience], image
 def measure(clients: int, per_client: int, image_size: int, device: torch.device, precision: str = "fp32", repeats: int = 3,
             max_samples: int = 256, backbone: FrozenBackbone | None = None) -> dict:
     """images/s of sequential and fused clients (mean, sample std over ``repeats`` after one warm-up)."""
-    backbone = (backbone or create_backbone("efficientnet_lite0", image_size=image_size)).to(device)
+    backbone = (backbone or create_backbone("efficientnet_lite0")).to(device)
     settings = TrainSettings(batch_size=32, precision=precision, device=str(device), epochs=1)
     experiences = client_data(clients, per_client)
     images = clients * per_client
@@ -116,7 +116,7 @@ def main() -> None:
     device = torch.device(args.device)
     rows = []
     for size in map(int, args.image_sizes.split(",")):
-        backbone = create_backbone("efficientnet_lite0", image_size=size)
+        backbone = create_backbone("efficientnet_lite0")
         for n in map(int, args.clients.split(",")):
             row = measure(n, args.images_per_client, size, device, repeats=args.repeats, max_samples=args.max_samples, backbone=backbone)
             rows.append(row)

@@ -13,7 +13,8 @@ Parts, each run in its own process under its own time budget (seconds, GPU mode)
                          images/s stops rising (or the budget ends)
   federated (70)         a small 224 px federated class-incremental run
 A part writes its results after every step, so a part that fails or runs out of time keeps what it measured
-(``status``: ok / timeout / error). ``--dry-run`` runs the same code on the CPU at 32 px with tiny sizes.
+(``status``: ok / timeout / error). ``--dry-run`` runs the same code on the CPU at 32 px with tiny sizes, every part
+in one process (CPU memory: the bytes autograd saves for one batch).
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ BUDGETS = {"throughput": 100, "memory:input_tuning": 25, "memory:input_tuning_ch
            "fused": 50, "clients_per_gpu": 150, "federated": 70}
 GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 64, "fused_clients": [1, 8, 64], "fused_images": 32,
        "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
-       "measure_s": 10.0}
-DRY = {"image_size": 32, "precision": "fp32", "device": "cpu", "batch_size": 8, "fused_clients": [1, 2], "fused_images": 4,
-       "max_clients": 2, "per_class": 4, "fed_clients": 2, "fed_tasks": 2, "fed_rounds_per_task": 1, "cpus": 2, "measure_s": 0.2}
+       "measure_s": 10.0, "min_steps": 2, "fused_repeats": 2, "cpg_rounds": 2, "in_process": False}
+#: the dry run: the same code at the smallest sizes, every part in this process (each extra process pays ~6 s of CPU
+#: importing timm), CPU memory as the bytes autograd saves (resident size cannot be measured per part in one process)
+DRY = {"image_size": 32, "precision": "fp32", "device": "cpu", "batch_size": 2, "fused_clients": [1, 2], "fused_images": 2,
+       "max_clients": 2, "per_class": 2, "fed_clients": 2, "fed_tasks": 2, "fed_rounds_per_task": 1, "cpus": 2, "measure_s": 0.0,
+       "min_steps": 1, "fused_repeats": 1, "cpg_rounds": 1, "in_process": True}
 DRY_BUDGET_SCALE = 6.0  # the CPU dry run starts Ray and loads the backbone on a shared 2-core machine: slower, not bigger
 
 
@@ -89,7 +93,7 @@ def learner_for(method: str, s: dict, checkpointing: bool = False):
     from fedcl.model import ContinualModel
     from fedcl.transforms import create_transform
 
-    backbone = copy.deepcopy(create_backbone("efficientnet_lite0", image_size=s["image_size"]))
+    backbone = copy.deepcopy(create_backbone("efficientnet_lite0"))
     m = create_method(method)
     transform = create_transform("additive" if m.uses_transform else "none", s["image_size"])
     model = ContinualModel(transform, backbone, create_head("linear", backbone.feature_dim, 10))
@@ -105,7 +109,7 @@ def part_throughput(part: Part, s: dict, budget: float) -> None:
     seconds = s["measure_s"]
     for method in ("input_tuning", "finetune"):
         learner, experience = learner_for(method, s)
-        rate = timed_rate(lambda lr=learner, e=experience: lr.train_experience(e), len(experience), seconds, learner.device)
+        rate = timed_rate(lambda lr=learner, e=experience: lr.train_experience(e), len(experience), seconds, learner.device, s["min_steps"])
         part.put(**{f"{method}_images_per_s": rate})
     net, plan = learner.model.backbone.eval(), learner.plan
     x = plan.layout(torch.rand(s["batch_size"], 3, s["image_size"], s["image_size"], device=learner.device))
@@ -114,7 +118,7 @@ def part_throughput(part: Part, s: dict, budget: float) -> None:
         with torch.inference_mode(), plan.autocast():
             net(x)
 
-    part.put(frozen_forward_images_per_s=timed_rate(forward, s["batch_size"], seconds, learner.device), batch_size=s["batch_size"],
+    part.put(frozen_forward_images_per_s=timed_rate(forward, s["batch_size"], seconds, learner.device, s["min_steps"]), batch_size=s["batch_size"],
              precision=plan.precision, image_size=s["image_size"])
     v = part.values
     part.put(input_tuning_over_frozen_forward=v["input_tuning_images_per_s"] / v["frozen_forward_images_per_s"],
@@ -122,9 +126,8 @@ def part_throughput(part: Part, s: dict, budget: float) -> None:
 
 
 def part_memory(part: Part, s: dict, variant: str) -> None:
-    """Peak memory of one training epoch (2 batches): GPU allocator peak on CUDA, resident-size growth on the CPU."""
-    import resource
-
+    """Peak memory of one training epoch (2 batches): GPU allocator peak on CUDA; on the CPU (dry run) the bytes
+    autograd saves for one batch's backward (benchmarks/saved_activations.py)."""
     import torch
 
     method = "finetune" if variant == "finetune" else "input_tuning"
@@ -134,18 +137,23 @@ def part_memory(part: Part, s: dict, variant: str) -> None:
 
         checkpoint_stem_and_head(learner.model.backbone.model)
     device = learner.device
-    if device.type == "cuda":
-        learner.train_experience(experience)  # warm-up: kernels chosen, allocator pools exist (the CPU's RSS only grows: none there)
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type != "cuda":
+        from saved_activations import saved_bytes
+
+        from fedcl.data.preprocessing import to_model_input
+
+        learner.model.train()
+        images = to_model_input(experience.data.images[: s["batch_size"]], s["image_size"], device)
+        saved = saved_bytes(learner.model, images, experience.data.labels[: s["batch_size"]])
+        part.put(peak_mb=saved / 2**20, measure="cpu_autograd_saved_bytes")
+        return
+    learner.train_experience(experience)  # warm-up: kernels chosen, allocator pools exist
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
     learner.train_experience(experience)
     _sync(device)
-    if device.type == "cuda":
-        part.put(peak_mb=(torch.cuda.max_memory_allocated(device) - base) / 2**20, measure="cuda_max_memory_allocated")
-    else:
-        part.put(peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before, measure="cpu_maxrss_growth")
+    part.put(peak_mb=(torch.cuda.max_memory_allocated(device) - base) / 2**20, measure="cuda_max_memory_allocated")
 
 
 def part_fused(part: Part, s: dict, budget: float) -> None:
@@ -154,7 +162,7 @@ def part_fused(part: Part, s: dict, budget: float) -> None:
 
     rows = []
     for clients in s["fused_clients"]:
-        rows.append(measure(clients, s["fused_images"], s["image_size"], torch.device(s["device"]), s["precision"], repeats=2))
+        rows.append(measure(clients, s["fused_images"], s["image_size"], torch.device(s["device"]), s["precision"], repeats=s["fused_repeats"]))
         part.put(rows=rows)
 
 
@@ -179,7 +187,7 @@ def clients_step(s: dict, k: int) -> dict:
     from fedcl.federation.simulation import run_ray_simulation
 
     gpus = 1.0 / k if s["device"] == "cuda" else 0.0
-    cfg = fed_config(s, ["data.num_tasks=1", "data.classes_per_task=10", f"federation.num_clients={k}", "federation.rounds_per_task=2",
+    cfg = fed_config(s, ["data.num_tasks=1", "data.classes_per_task=10", f"federation.num_clients={k}", f"federation.rounds_per_task={s['cpg_rounds']}",
                          "federation.partition=iid", "federation.boundary_jitter=0", f"federation.client_num_gpus={gpus}",
                          f"federation.client_num_cpus={max(0.1, min(1.0, s['cpus'] / k)):.3f}", f"federation.ray_num_cpus={s['cpus']}"])
     with tempfile.TemporaryDirectory() as out:
@@ -225,22 +233,44 @@ def run_part(name: str, s: dict, budget: float, path: Path) -> None:
         {"throughput": part_throughput, "fused": part_fused, "clients_per_gpu": part_clients_per_gpu, "federated": part_federated}[name](part, s, budget)
 
 
-def spawn_part(name: str, dry_run: bool, budget: float) -> dict:
-    """Run one part in its own process with a hard time limit; returns what it wrote plus its status."""
+def measured_part(name: str, budget: float, run) -> dict:
+    """``run(path)`` -> (status, detail) runs part ``name``, which writes its values to ``path``; returns them with the status."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "part.json"
-        cmd = [sys.executable, __file__, "--part", name, "--part-json", str(path), "--budget", str(budget)] + (["--dry-run"] if dry_run else [])
         started = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=budget + 15)
-            status, detail = ("ok", None) if proc.returncode == 0 else ("error", (proc.stderr.strip().splitlines() or ["?"])[-1])
-        except subprocess.TimeoutExpired:
-            status, detail = "timeout", f"stopped after {budget + 15:.0f} s"
+        status, detail = run(path)
         values = json.loads(path.read_text()) if path.exists() else {}
     out = {"status": status, "seconds": round(time.perf_counter() - started, 1), "budget_s": budget, **values}
     if detail:
         out["detail"] = detail
     return out
+
+
+def inline_part(name: str, s: dict, budget: float) -> dict:
+    """Run one part in this process (the dry run): the same part code, no time limit."""
+
+    def run(path: Path) -> tuple[str, str | None]:
+        try:
+            run_part(name, s, budget, path)
+        except Exception as exc:  # a part that fails keeps what it measured, as a spawned one does
+            return "error", f"{type(exc).__name__}: {exc}"
+        return "ok", None
+
+    return measured_part(name, budget, run)
+
+
+def spawn_part(name: str, dry_run: bool, budget: float) -> dict:
+    """Run one part in its own process with a hard time limit; returns what it wrote plus its status."""
+
+    def run(path: Path) -> tuple[str, str | None]:
+        cmd = [sys.executable, __file__, "--part", name, "--part-json", str(path), "--budget", str(budget)] + (["--dry-run"] if dry_run else [])
+        try:
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=budget + 15)
+        except subprocess.TimeoutExpired:
+            return "timeout", f"stopped after {budget + 15:.0f} s"
+        return ("ok", None) if proc.returncode == 0 else ("error", (proc.stderr.strip().splitlines() or ["?"])[-1])
+
+    return measured_part(name, budget, run)
 
 
 def summarise(parts: dict) -> dict:
@@ -293,7 +323,7 @@ def main() -> None:
             print(f"fedcl: error: --parts: unknown part {name!r}; choose from {', '.join(BUDGETS)}", file=sys.stderr)
             raise SystemExit(2)
         budget = BUDGETS[name] * (DRY_BUDGET_SCALE if args.dry_run else 1.0)
-        report["parts"][name] = spawn_part(name, args.dry_run, budget)
+        report["parts"][name] = inline_part(name, settings, budget) if settings["in_process"] else spawn_part(name, args.dry_run, budget)
         report["summary"] = summarise(report["parts"])
         report["total_s"] = round(time.perf_counter() - started, 1)
         path.write_text(json.dumps(finite_only(report), indent=1, allow_nan=False))

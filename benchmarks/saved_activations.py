@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    backbone = create_backbone("efficientnet_lite0", image_size=args.image_size)
+    backbone = create_backbone("efficientnet_lite0")
     images = torch.rand(args.batch_size, 3, args.image_size, args.image_size)
     labels = torch.randint(0, 10, (args.batch_size,))
     rows = {}

@@ -110,7 +110,8 @@ class FusedClients:
         """Images of any clients, (N, 3, S, S) in [0, 1] -> each sample's logits under its own client's model."""
         x = per_sample_call(self.transform, self.transform_params, client_ids, images)
         features = self.backbone(x)
-        return per_sample_call(self.head, self.head_params, client_ids, features.float())
+        head_dtype = next(iter(self.head_params.values())).dtype  # fp32 under bf16/fp16 autocast; fp64 if the head is
+        return per_sample_call(self.head, self.head_params, client_ids, features.to(head_dtype))
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, client_ids: torch.Tensor, class_masks: torch.Tensor) -> torch.Tensor:
         """One optimiser step for every client with samples in the batch; returns each client's mean loss (0 if absent).
