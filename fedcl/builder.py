@@ -99,15 +99,15 @@ def shared_backbone(name: str, pretrained: bool, weights: str | None) -> FrozenB
 
 
 @functools.lru_cache(maxsize=2)
-def _fingerprint(name: str, pretrained: bool, checkpoint: str | None, image_size: int) -> int:
-    return shared_backbone(name, pretrained, checkpoint, image_size).fingerprint()
+def _fingerprint(name: str, pretrained: bool, weights: str | None) -> int:
+    return shared_backbone(name, pretrained, weights).fingerprint()
 
 
 def backbone_fingerprint(cfg: FedRunConfig) -> int:
     """CRC32 of the worker's shared frozen backbone, computed once per process (it costs ~30-100 ms
     on EfficientNet-Lite0, which used to be paid by every client in every round)."""
     m = cfg.model
-    return _fingerprint(m.backbone, m.pretrained, m.checkpoint, cfg.data.image_size)
+    return _fingerprint(m.backbone, m.pretrained, m.weights)
 
 
 def _key(cfg: FedRunConfig, *sections: str) -> str:
