@@ -9,7 +9,8 @@ import json
 
 import pytest
 import torch
-from flwr.app import Error, Message
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.common import MessageType
 from flwr.clientapp import ClientApp
 
 import fedcl.federation.server_app as server_app_module
@@ -18,7 +19,9 @@ from fedcl.config import build_config
 from fedcl.errors import ConfigError
 from fedcl.federation.client_app import handle_query, handle_train, partition_id
 from fedcl.federation.inline import run_inline
-from fedcl.federation.server_app import build_server_app
+from fedcl.federation.codec import decode, encode
+from fedcl.federation.flower_adapter import task_identity
+from fedcl.federation.server_app import build_server_app, server_model
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_federated
 from fedcl.state_files import GLOBAL_MODEL_FILE, load_state_file
@@ -30,7 +33,7 @@ TINY = ["federation.backend=inline", "method.name=head_only", "model.head.name=r
 SETTINGS = {
     "iid-shared": ["federation.partition=iid"],
     "dirichlet0.1-per_client": ["federation.partition=dirichlet", "federation.dirichlet_alpha=0.1", "federation.task_order=per_client"],
-    "shards-shared": ["federation.partition=shards", "federation.shards_per_client=2"],
+    "shard-shared": ["federation.partition=shard", "federation.shards_per_client=2"],
     "dirichlet0.1-shared": ["federation.partition=dirichlet", "federation.dirichlet_alpha=0.1"],
 }
 
@@ -109,13 +112,29 @@ def lossy_app(cfg: FedRunConfig, lost: set[tuple[int, int]]) -> ClientApp:
 def test_lost_replies_are_sent_again(tmp_path):
     cfg = config("federation.partition=iid", "federation.fraction_train=1.0", 'federation.device_profiles=["server"]',
                  "federation.boundary_jitter=0")
-    # every client's first upload is lost, and client 1's last one (its statistics then come in the collect step)
-    lost = {(pid, 1) for pid in range(4)} | {(1, cfg.num_rounds)}
+    # every client's first upload is lost (sent again in round 2), and client 1's uploads of the last task
+    # (its statistics then come in the collect step)
+    lost = {(pid, 1) for pid in range(4)} | {(1, r) for r in range(cfg.num_rounds - 2, cfg.num_rounds + 1)}
     run_inline(build_server_app(cfg, tmp_path), lossy_app(cfg, lost), cfg.federation.num_clients)
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["rejected_updates"]) == len(lost)
     central, benchmark = central_head(cfg)
     assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
+
+
+def test_a_client_first_sampled_late_gathers_the_tasks_it_missed():
+    cfg = config("federation.partition=iid", "federation.boundary_jitter=0")
+    _, model, _, global_state = server_model(cfg)
+    content = RecordDict({"arrays": encode(global_state), "config": ConfigRecord({"server-round": 4, "run-token": ""})})
+    with task_identity(1, 1, 1):
+        msg = Message(content, 1, MessageType.TRAIN)
+        reply = handle_train(cfg, msg, Context(1, 1, {"partition-id": 0}, RecordDict(), {}))
+    counts = decode(reply.content["arrays"], global_state, optional=frozenset(global_state))["head.counts"]
+    stream = client_stream(cfg, 0)
+    expected = torch.zeros_like(counts)
+    for experience in stream[:2]:  # round 4 is in the second task: the first one is caught up
+        expected += torch.bincount(experience.data.labels, minlength=len(counts)).double()
+    assert torch.equal(counts, expected) and float(counts.sum()) > 0
 
 
 def test_a_stopped_run_resumes_without_double_counting(tmp_path, monkeypatch):
