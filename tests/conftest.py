@@ -35,6 +35,7 @@ TIERS = {
     "test_plugins.py": INTEGRATION,
     "test_bad_inputs.py": INTEGRATION,
     "test_federated_methods.py": INTEGRATION,
+    "test_federated_statistics.py": INTEGRATION,
     "test_benchmark.py": INTEGRATION,
     "test_cli.py": SYSTEM,
     "test_simulation.py": SYSTEM,

@@ -138,8 +138,11 @@ def test_a_client_first_sampled_late_gathers_the_tasks_it_missed():
 
 
 def test_a_stopped_run_resumes_without_double_counting(tmp_path, monkeypatch):
-    cfg = config(*SETTINGS["dirichlet0.1-shared"])
-    stop_at = 5
+    # checkpoints every 2 rounds, stopped in round 6 before its checkpoint: the server resumes after round 4,
+    # while clients have state on disk from rounds 5 and 6 (which a resume must ignore)
+    every = ["federation.checkpoint_every=2", "federation.fraction_train=1.0", 'federation.device_profiles=["server"]', *SETTINGS["shard-shared"]]
+    cfg = config(*every)
+    stop_at = 6
 
     def stop(server_round, *args, **kwargs):
         if server_round == stop_at:
@@ -150,7 +153,7 @@ def test_a_stopped_run_resumes_without_double_counting(tmp_path, monkeypatch):
         run_federated(cfg, tmp_path, quiet=True)
     assert not (tmp_path / "results.json").exists()
     monkeypatch.undo()
-    run_federated(config(*SETTINGS["dirichlet0.1-shared"], "federation.resume=true"), tmp_path, quiet=True)
+    run_federated(config(*every, "federation.resume=true"), tmp_path, quiet=True)
     central, benchmark = central_head(cfg)
     assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
 
