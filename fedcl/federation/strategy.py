@@ -175,7 +175,7 @@ class FedCLStrategy:
             self.global_state[key] = (current.double() + total).to(current.dtype)
         self.stats_accepted.update({pid: server_round for pid in contributed})
         self.collected = True
-        return {"round": server_round, "step": "collect", "clients_asked": len(self.recorder.sent.get(server_round, {})),
+        return {"round": server_round, "step": "collect", "clients_unavailable": 0, "clients_asked": len(self.recorder.sent.get(server_round, {})),
                 "clients_contributed": len(contributed), "clients_contributed_ids": contributed}
 
     # ------------------------------------------------------------------ client-side evaluation
