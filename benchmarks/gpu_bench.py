@@ -179,7 +179,7 @@ def fed_config(s: dict, overrides: list[str]):
     base = [f"data.dataset={dataset}", f"data.image_size={s['image_size']}", f"train.device={s['device']}", f"train.precision={s['precision']}",
             f"data.max_train_per_class={s['per_class']}", f"data.max_test_per_class={s['per_class']}", "federation.evaluate_clients=false",
             "federation.evaluate_every_round=false", 'federation.device_profiles=["server"]', f"train.batch_size={s['batch_size']}"]
-    return build_config("federated", None, base + overrides)
+    return build_config("federated_input_tuning", None, base + overrides)
 
 
 def clients_step(s: dict, k: int) -> dict:

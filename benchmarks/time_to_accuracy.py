@@ -1,7 +1,7 @@
 """Time to accuracy: fedcl's class-incremental configuration vs the plain Flower full fine-tuning app
 (``benchmarks/plain_flower.py``) on the same stream, on Ray.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/time_to_accuracy.py [--preset federated] [--config FILE]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/time_to_accuracy.py [--preset federated_input_tuning] [--config FILE]
         [--set key=value ...] [--json runs/time_to_accuracy.json]
 
 Default stream: the ``federated`` preset (10 clients, Split-Fashion-MNIST 5x2, class-incremental, 32 px).
@@ -121,7 +121,7 @@ def summarise(fedcl: dict, plain: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="federated")
+    parser.add_argument("--preset", default="federated_input_tuning")
     parser.add_argument("--config", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", default="runs/time_to_accuracy.json")

@@ -35,7 +35,7 @@ def main() -> None:
     overrides = [f"federation.num_clients={args.clients}", "data.num_tasks=5", f"federation.rounds_per_task={args.rounds}",
                  f"data.max_train_per_class={args.per_class}", f"data.image_size={args.image_size}", "federation.boundary_jitter=0",
                  "federation.evaluate_clients=false", "federation.evaluate_every_round=false", 'federation.device_profiles=["server"]']
-    cfg = build_config("federated", None, overrides, schema=FedRunConfig)
+    cfg = build_config("federated_input_tuning", None, overrides, schema=FedRunConfig)
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
     # fedcl: only the first task's rounds are compared (the plain app trains the same experiences)

@@ -45,6 +45,7 @@ TIERS = {
     "test_fused.py": INTEGRATION,
     "test_gpu_script.py": SYSTEM,
     "test_reliability_inputs.py": INTEGRATION,
+    "test_federated_statistics.py": INTEGRATION,
     "test_cli.py": SYSTEM,
     "test_simulation.py": SYSTEM,
     "test_reliability.py": SYSTEM,

@@ -284,6 +284,8 @@ CASES: list[Case] = [
     ("noise without clipping", simulate("federation.dp_noise_multiplier=1.0"), "needs federation.dp_clipping_norm"),
     ("DP with median", simulate("federation.dp_clipping_norm=1.0", 'federation.aggregation="median"'), "not 'median'"),
     ("DP with NCM", simulate("federation.dp_clipping_norm=1.0", 'model.head.name="ncm"'), "cannot protect the NCM head"),
+    ("DP with a ridge head", simulate("federation.dp_clipping_norm=1.0", 'model.head.name="ridge"', 'method.name="head_only"'),
+     "cannot protect the RIDGE head (model.head.name): its summed statistics are not averaged parameters"),
     ("resume without checkpoints", simulate("federation.resume=true", "federation.checkpoint_every=0"), "needs checkpoints"),
     ("unknown device profile", simulate('federation.device_profiles=["toaster"]'),
      "federation.device_profiles[0] must be one of jetson_nano, jetson_orin"),

@@ -84,8 +84,9 @@ class FedRunConfig(RunConfig):
     @model_validator(mode="after")
     def _federated_consistent(self) -> "FedRunConfig":
         f = self.federation
-        if f.dp_clipping_norm is not None and self.model.head.name == "ncm":
-            raise ConfigError("federation.dp_clipping_norm cannot protect the NCM head (model.head.name): its class sums are not averaged parameters")
+        if f.dp_clipping_norm is not None and self.model.head.name in ("ncm", "lda", "ridge"):  # heads of summed statistics
+            raise ConfigError(f"federation.dp_clipping_norm cannot protect the {self.model.head.name.upper()} head (model.head.name): "
+                              "its summed statistics are not averaged parameters; turn central DP off or use a trained head")
         _check_shards(self)
         fault_schedule(self)
         return self

@@ -26,8 +26,9 @@ from fedcl.builder import (
 )
 from fedcl.federation.app_config import resolve_config
 from fedcl.federation.client_state import load_client_state, save_client_state
-from fedcl.federation.codec import decode, encode_update
+from fedcl.federation.codec import decode, encode, encode_update
 from fedcl.federation.faults import fault_mod, has_faults
+from fedcl.federation.pending import PendingStatistics
 from fedcl.federation.profiles import client_profile, is_unavailable
 from fedcl.federation.settings import FedRunConfig
 from fedcl.learner import Learner
@@ -95,7 +96,7 @@ def restore_client_state(learner: Learner, context: Context, folder: Path | None
 
 
 def save_client_state_after(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int,
-                            rounds_trained: int, run_token: str) -> None:
+                            rounds_trained: int, run_token: str, keep_since: int | None = None) -> None:
     states = {}
     for plugin in learner.plugins:
         state = plugin.state_dict()
@@ -103,10 +104,57 @@ def save_client_state_after(learner: Learner, context: Context, folder: Path | N
             states[plugin.name] = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             context.state[PLUGIN_STATE_PREFIX + plugin.name] = ArrayRecord(states[plugin.name])
     if folder is not None and run_token and states:  # methods without client state write nothing
-        save_client_state(folder, pid, server_round, states, rounds_trained, run_token)
+        save_client_state(folder, pid, server_round, states, rounds_trained, run_token, keep_since)
+
+
+def sum_keys(model) -> list[str]:
+    """The exchanged keys holding summed statistics (aggregation kind 'sum')."""
+    return [k for k, kind in model.aggregation_kinds().items() if kind == "sum"]
+
+
+def attach_pending(learner: Learner) -> PendingStatistics | None:
+    """A statistical head's learner carries its unconfirmed statistics as plugin state (:mod:`fedcl.federation.pending`)."""
+    if not learner.model.head.gathers_statistics:
+        return None
+    pending = PendingStatistics()
+    learner.plugins.append(pending)
+    return pending
+
+
+def catch_up(cfg: FedRunConfig, learner: Learner, pid: int, tasks: list[int], root: str | None) -> int:
+    """Gather every task of ``tasks`` (the client's stream so far) not gathered yet: a client that was not
+    sampled (or unavailable) during a task's rounds still adds that task's samples, once. Returns samples added."""
+    if not learner.model.head.gathers_statistics:
+        return 0
+    added = 0
+    for task in tasks:
+        if task not in learner.gathered.tasks:
+            experience = training_experience(cfg, pid, task, root)
+            if len(experience):
+                added += learner.accumulate_statistics(experience)
+    return added
+
+
+def outgoing_state(model, received: dict, pending: PendingStatistics | None, server_round: int) -> dict:
+    """The exchanged state to send: 'sum' keys as the received global plus every unconfirmed change (this
+    round's new statistics included), or left out when there is none (the server then changes nothing)."""
+    local = model.exchanged_state()
+    if pending is None:
+        return local
+    keys = sum_keys(model)
+    pending.add({k: local[k].double() - received[k].double() for k in keys})
+    changes = pending.send(server_round)
+    for k in keys:
+        if k in changes:
+            local[k] = (received[k].double() + changes[k]).to(local[k].dtype)
+        else:
+            del local[k]
+    return local
 
 
 def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_state_dir: str | Path | None = None) -> Message:
+    if int(msg.content["config"].get("collect", 0)):
+        return handle_collect(cfg, msg, context, default_state_dir)
     pid = partition_id(context)
     server_round = int(msg.content["config"]["server-round"])
     task = schedule_for(cfg).task(pid, server_round)
@@ -119,15 +167,23 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
 
     _, model, learner, seen, received = _global_model_learner(cfg, msg, pid, server_round, root)
     folder = state_dir(context, default_state_dir)
-    run_token = str(msg.content["config"].get("run-token", ""))
+    config = msg.content["config"]
+    run_token = str(config.get("run-token", ""))
+    pending = attach_pending(learner)
     restore_client_state(learner, context, folder, pid, server_round, run_token)
+    if pending is not None:
+        pending.confirm(int(config.get("stats-accepted-round", 0)))
     stats = learner.train_experience(experience)
+    catch_up(cfg, learner, pid, seen, root)
+    update = encode_update(outgoing_state(model, received, pending, server_round), received, cfg.federation.quantization,
+                           derived_seed(cfg.seed, pid, server_round))
 
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
     record["rounds-trained"] = int(record["rounds-trained"]) + 1
     record["tasks-seen"] = [int(t) for t in seen]
     context.state[STATE_KEY] = record
-    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token)
+    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
+                            keep_since(config))
 
     metrics = {
         **base,
@@ -141,8 +197,42 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
         # the server checks every client uses the same frozen backbone (a trained one is not checked)
         "backbone-crc": -1 if learner.method.trains_backbone else backbone_fingerprint(cfg),
     }
-    update = encode_update(model.exchanged_state(), received, cfg.federation.quantization, derived_seed(cfg.seed, pid, server_round))
     return _reply(msg, metrics, update)
+
+
+def keep_since(config) -> int | None:
+    """The server's last checkpointed round: the client keeps the saved state a resume from it would load."""
+    return int(config["checkpoint-round"]) if "checkpoint-round" in config else None
+
+
+def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_state_dir: str | Path | None = None) -> Message:
+    """The final collect step after the last round: gather the client's seen-but-ungathered tasks and send
+    every unconfirmed statistic as a *change* ('sum' keys only; the message carries no sums down).
+    The learner's sums start at zero here, so the change is exactly what was gathered."""
+    pid = partition_id(context)
+    config = msg.content["config"]
+    server_round, root = int(config["server-round"]), data_root(context)
+    limit_threads(cfg)
+    benchmark = benchmark_for(with_local_data(cfg, root))
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
+    keys = sum_keys(model)
+    load_state(model, decode(msg.content["arrays"], model.exchanged_state(), source="global model", optional=frozenset(keys)))
+    pending = attach_pending(learner)
+    base = {"partition-id": pid, "collect": 1, "num-examples": 0}
+    if pending is None:
+        return _reply(msg, base)
+    folder, run_token = state_dir(context, default_state_dir), str(config.get("run-token", ""))
+    restore_client_state(learner, context, folder, pid, server_round, run_token)
+    pending.confirm(int(config.get("stats-accepted-round", 0)))
+    before = {k: v.double().clone() for k, v in model.exchanged_state().items() if k in keys}
+    added = catch_up(cfg, learner, pid, seen_tasks(cfg, pid, int(config["last-round"])), root)
+    now = model.exchanged_state()
+    pending.add({k: now[k].double() - before[k] for k in keys})
+    changes = pending.send(server_round)
+    record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
+    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token, keep_since(config))
+    return _reply(msg, {**base, "num-examples": added}, encode(changes) if changes else None)
 
 
 def handle_evaluate(cfg: FedRunConfig, msg: Message, context: Context) -> Message:

@@ -3,7 +3,9 @@ old model) after each round it trained, so that a resumed run continues where it
 
 The state never leaves the device. Files are ``<dir>/<partition>/round-<r>.safetensors``,
 stamped with the run's token (so a later run never picks up an earlier run's state);
-the two newest are kept (the server's checkpoint is at most one round behind them).
+the two newest are kept, and, when the server says which round its last checkpoint is
+(``keep_since``), also the newest state saved up to that round: the one a resumed run loads,
+so that the client's state (gathered statistics, pending uploads) agrees with the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ def _rounds(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save_client_state(root: str | Path, partition_id: int, server_round: int, plugins: dict[str, dict[str, torch.Tensor]],
-                      rounds_trained: int, run_token: str) -> Path:
+                      rounds_trained: int, run_token: str, keep_since: int | None = None) -> Path:
     folder = Path(root) / str(partition_id)
     tensors = {f"{name}/{key}": value for name, state in plugins.items() for key, value in state.items()}
     meta = {"rounds-trained": str(rounds_trained), "run-token": run_token}
     path = save_state(tensors, folder / f"round-{server_round}.safetensors", metadata=meta)
-    for _, old in _rounds(folder)[:-KEEP]:
-        old.unlink(missing_ok=True)
+    saved = _rounds(folder)
+    resumable = max((r for r, _ in saved if r <= keep_since), default=None) if keep_since is not None else None
+    for r, old in saved[:-KEEP]:
+        if resumable is None or r < resumable:
+            old.unlink(missing_ok=True)
     return path
 
 

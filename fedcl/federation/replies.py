@@ -9,7 +9,7 @@ from flwr.app import Message
 
 from fedcl.config import FedRunConfig
 from fedcl.federation.aggregation import ClientUpdate, update_norm
-from fedcl.federation.codec import BadUpdateError, decode_update
+from fedcl.federation.codec import BadUpdateError, decode, decode_update
 
 
 @dataclass
@@ -60,3 +60,19 @@ def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, glo
         raise Refused(f"{source}: update norm {norm:.3g} exceeds federation.max_update_norm={bound:g}", base)
     update = ClientUpdate(state, n, list(metrics["class-counts"]), list(metrics["task-examples"]))
     return TrainReply(pid, base.task, update, False, float(metrics["train-time-s"]), float(metrics["loss"]))
+
+
+def read_collect_reply(msg: Message, server_round: int, who: str, reference: dict[str, torch.Tensor]) -> tuple[int, dict[str, torch.Tensor]]:
+    """(client, its statistics' changes) of a collect-step reply, validated against the 'sum' state; raises :class:`Refused`."""
+    if msg.has_error():
+        raise Refused(f"collect step (round {server_round}) {who}: client error: {msg.error.reason.splitlines()[0]}")
+    metrics = msg.content.metric_records.get("metrics")
+    if metrics is None or "partition-id" not in metrics:
+        raise Refused(f"collect step (round {server_round}) {who}: reply without 'metrics'")
+    pid = int(metrics["partition-id"])
+    if "arrays" not in msg.content.array_records:
+        return pid, {}
+    try:
+        return pid, decode(msg.content.array_records["arrays"], reference, f"client {pid} (collect step)", frozenset(reference))
+    except BadUpdateError as exc:
+        raise Refused(str(exc)) from None

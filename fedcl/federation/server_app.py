@@ -145,6 +145,26 @@ def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluatio
         round_done(server_round, cfg.num_rounds, evaluation.accuracy.get(server_round))
         if f.checkpoint_every and (server_round % f.checkpoint_every == 0 or server_round == cfg.num_rounds):
             checkpoint(server_round)
+    if strategy.sum_keys and not strategy.collected:
+        collect_step(cfg, grid, strategy, evaluation, run_token, checkpoint)
+
+
+def collect_step(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, run_token: str,
+                 checkpoint) -> None:
+    """After the last round, every connected client sends the statistics it has not sent yet (tasks it saw
+    but was never sampled or available to gather, and replies that were lost or rejected); they are added
+    to the global sums, the final round is evaluated again, and the checkpoint records the step as done.
+    Its bytes are in the ledger as round R+1."""
+    f, step = cfg.federation, cfg.num_rounds + 1
+    strategy.discover(grid, f.round_timeout_s)
+    messages = strategy.collect_messages(step, ConfigRecord({"run-token": run_token}), grid)
+    stats = strategy.aggregate_collect(step, grid.send_and_receive(messages, timeout=f.round_timeout_s))
+    strategy.recorder.round_stats[step] = stats
+    check_global_state(strategy.global_state, cfg.num_rounds, cfg.to_dict())
+    evaluation(cfg.num_rounds, strategy.global_state)
+    log(INFO, "fedcl: collect step: %s of %s clients sent statistics", stats["clients_contributed"], stats["clients_asked"])
+    if f.checkpoint_every:
+        checkpoint(cfg.num_rounds)
 
 
 def evaluate_clients(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, server_round: int) -> None:
@@ -172,6 +192,7 @@ def start_or_resume(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: Serv
         strategy.load_state_dict(ckpt.state["strategy"], checked, adam["adam_m"], adam["adam_v"])
         evaluation.accuracy.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
         first_round, run_token = ckpt.server_round + 1, str(ckpt.state["run_token"])
+        strategy.checkpointed_round = ckpt.server_round
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {source} has damaged server state ({type(exc).__name__}: {str(exc)[:100]})") from None
     log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, source)
@@ -198,6 +219,7 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
         save_checkpoint(path, Checkpoint(server_round, cfg.to_dict(), tensors,
                                          {"strategy": state, "server_accuracy": evaluation.accuracy, "run_token": run_token,
                                           "stream_positions": positions}))
+        strategy.checkpointed_round = server_round
 
     run_rounds(cfg, grid, strategy, evaluation, first_round, run_token, checkpoint)
     recorder = strategy.recorder
@@ -280,7 +302,12 @@ def communication_results(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation
         row["per_client_task"] = {str(k): v for k, v in sorted(recorder.client_tasks.get(row["round"], {}).items())}
     up, down = recorder.ledger.total("up"), recorder.ledger.total("down")
     full_total = sum(recorder.full_model_bytes.values())
+    per_client_task = max(cfg.federation.num_clients * cfg.data.num_tasks, 1)
     return {"bytes_up": up, "bytes_down": down, "bytes_total": up + down, "full_model_bytes_total": full_total,
+            # the run's bytes spread over clients and tasks (MB per client per task = this / 1e6)
+            "bytes_up_per_client_per_task": up / per_client_task, "bytes_per_client_per_task": (up + down) / per_client_task,
+            # the final collect step of summed statistics (round R+1 in per_round), None without 'sum' state
+            "collect_step": recorder.round_stats.get(cfg.num_rounds + 1),
             "full_model_bytes_per_round": [recorder.full_model_bytes.get(r, 0) for r in range(1, cfg.num_rounds + 1)],
             "fraction_of_full_model": (up + down) / full_total if full_total else None,
             "quantization": cfg.federation.quantization, "per_round": per_round}

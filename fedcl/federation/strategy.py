@@ -26,7 +26,7 @@ from fedcl.federation.population import Population
 from fedcl.federation.privacy import private_mean, refuse_sums
 from fedcl.federation.profiles import client_profile, simulated_client_time
 from fedcl.federation.recorder import RoundRecorder
-from fedcl.federation.replies import Refused, TrainReply, read_reply
+from fedcl.federation.replies import Refused, TrainReply, read_collect_reply, read_reply
 from fedcl.federation.server_optimizer import ServerAdam
 from fedcl.federation.settings import FedRunConfig
 
@@ -43,6 +43,11 @@ class FedCLStrategy:
         self.server_opt = ServerAdam(lr=f.server_lr) if f.strategy == "fedadam" else None
         self.population = Population(cfg.seed, f.fraction_train)
         self.recorder = RoundRecorder(full_model_array_bytes)
+        self.sum_keys = frozenset(k for k, kind in kinds.items() if kind == "sum")
+        #: per client, the last round whose statistics ('sum' keys) were added to the global sums (told to the client)
+        self.stats_accepted: dict[int, int] = {}
+        self.checkpointed_round = 0  # the server's last checkpoint (clients keep the state a resume would load)
+        self.collected = False  # the final collect step is done
 
     def discover(self, grid: Grid, timeout: float) -> None:
         self.population.discover(grid, timeout)
@@ -52,10 +57,18 @@ class FedCLStrategy:
         """The global state (quantised if asked) for the clients sampled this round."""
         payload = encode(self.global_state, self.cfg.federation.quantization)
         config["server-round"] = server_round
-        content = RecordDict({"arrays": payload, "config": config})
-        messages = [Message(content, node, MessageType.TRAIN) for node in self.population.sample(server_round, grid)]
+        messages = [Message(RecordDict({"arrays": payload, "config": self._client_config(config, node)}), node, MessageType.TRAIN)
+                    for node in self.population.sample(server_round, grid)]
         self.recorder.sent_train(server_round, {m.metadata.dst_node_id: message_bytes(m) for m in messages}, message_bytes(payload))
         return messages
+
+    def _client_config(self, config: ConfigRecord, node: int) -> ConfigRecord:
+        """The round's config plus what this node's client needs to keep its statistics exact."""
+        out = ConfigRecord(dict(config))
+        if self.sum_keys:
+            out["stats-accepted-round"] = self.stats_accepted.get(self.population.node_to_client[node], 0)
+            out["checkpoint-round"] = self.checkpointed_round
+        return out
 
     def _read(self, server_round: int, msg: Message) -> TrainReply | None:
         node = msg.metadata.src_node_id
@@ -89,6 +102,7 @@ class FedCLStrategy:
         quorum = len(trained) >= f.min_train_replies
         if quorum:
             self.global_state = self._combine(server_round, [r.update for r in trained])
+            self.stats_accepted.update({r.pid: server_round for r in trained if self.sum_keys & set(r.update.state)})
         else:
             log(WARNING, "fedcl: round %s: %s valid update(s), fewer than federation.min_train_replies=%s; the global model is kept",
                 server_round, len(trained), f.min_train_replies)
@@ -130,6 +144,40 @@ class FedCLStrategy:
             "simulated_round_time_s": round(max(sim_times), 3) if sim_times else 0.0,
         }
 
+    # ------------------------------------------------------------------ final collect step
+    def collect_messages(self, server_round: int, config: ConfigRecord, grid: Grid) -> list[Message]:
+        """One message to every connected node: send the statistics you have not sent (or not had confirmed).
+        It carries the global state without its sums (a transform the client may need to encode with)."""
+        payload = encode({k: v for k, v in self.global_state.items() if k not in self.sum_keys}, "none")
+        config.update({"server-round": server_round, "collect": 1, "last-round": self.cfg.num_rounds})
+        messages = [Message(RecordDict({"arrays": payload, "config": self._client_config(config, node)}), node, MessageType.TRAIN)
+                    for node in self.population.connected(grid)]
+        self.recorder.sent_train(server_round, {m.metadata.dst_node_id: message_bytes(m) for m in messages}, message_bytes(payload))
+        self.recorder.full_model_bytes.pop(server_round, None)  # full-model FedAvg has no collect step
+        return messages
+
+    def aggregate_collect(self, server_round: int, replies: Iterable[Message]) -> dict:
+        """Add the statistics of the valid collect replies (their 'sum' changes); returns the step's figures."""
+        reference = {k: v for k, v in self.global_state.items() if k in self.sum_keys}
+        changes, contributed = [], []
+        for msg in sorted(replies, key=lambda m: self.population.order_key(m.metadata.src_node_id)):
+            try:
+                pid, change = read_collect_reply(msg, server_round, self.population.who(msg.metadata.src_node_id), reference)
+            except Refused as exc:
+                self.recorder.reject(str(exc))
+                continue
+            self.recorder.exchanged(server_round, pid, msg.metadata.src_node_id, message_bytes(msg))
+            if change:
+                changes.append(change)
+                contributed.append(pid)
+        for key, current in reference.items():
+            total = sum((c[key].double() for c in changes if key in c), torch.zeros_like(current, dtype=torch.float64))
+            self.global_state[key] = (current.double() + total).to(current.dtype)
+        self.stats_accepted.update({pid: server_round for pid in contributed})
+        self.collected = True
+        return {"round": server_round, "step": "collect", "clients_unavailable": 0, "clients_asked": len(self.recorder.sent.get(server_round, {})),
+                "clients_contributed": len(contributed), "clients_contributed_ids": contributed}
+
     # ------------------------------------------------------------------ client-side evaluation
     def evaluate_messages(self, server_round: int, grid: Grid) -> list[Message]:
         """The global model for the clients with their own test data (the others' local accuracy is
@@ -158,10 +206,13 @@ class FedCLStrategy:
         if self.server_opt is not None:
             tensors.update({f"adam_m/{k}": v for k, v in self.server_opt.m.items()})
             tensors.update({f"adam_v/{k}": v for k, v in self.server_opt.v.items()})
-        return {**self.recorder.state_dict(), "adam_steps": self.server_opt.steps if self.server_opt else 0}, tensors
+        return {**self.recorder.state_dict(), "adam_steps": self.server_opt.steps if self.server_opt else 0,
+                "stats_accepted": self.stats_accepted, "collected": self.collected}, tensors
 
     def load_state_dict(self, state: dict, global_state: dict[str, torch.Tensor], adam_m: dict, adam_v: dict) -> None:
         self.global_state = global_state
         self.recorder.load_state_dict(state)
+        self.stats_accepted = {int(k): int(v) for k, v in state.get("stats_accepted", {}).items()}
+        self.collected = bool(state.get("collected", False))
         if self.server_opt is not None:
             self.server_opt.steps, self.server_opt.m, self.server_opt.v = int(state["adam_steps"]), adam_m, adam_v

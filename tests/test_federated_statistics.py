@@ -1,0 +1,181 @@
+"""Summed statistics in federation are exact: the federated statistical head equals the head fitted
+centrally on the union of the clients' data, whatever the partition, task order, boundaries, sampling,
+unavailable rounds, lost replies, or a kill and resume (real ServerApp, ClientApp and Flower messages,
+in-process backend)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.common import MessageType
+from flwr.clientapp import ClientApp
+
+import fedcl.federation.server_app as server_app_module
+from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state
+from fedcl.config import build_config
+from fedcl.errors import ConfigError
+from fedcl.federation.client_app import handle_query, handle_train, partition_id
+from fedcl.federation.inline import run_inline
+from fedcl.federation.codec import decode, encode
+from fedcl.federation.flower_adapter import task_identity
+from fedcl.federation.server_app import build_server_app, server_model
+from fedcl.federation.settings import FedRunConfig
+from fedcl.federation.simulation import run_federated
+from fedcl.state_files import GLOBAL_MODEL_FILE, load_state_file
+
+TINY = ["federation.backend=inline", "method.name=head_only", "model.head.name=ridge", "data.num_tasks=3",
+        "data.max_train_per_class=10", "data.max_test_per_class=6", "federation.num_clients=4",
+        "federation.rounds_per_task=3", "federation.boundary_jitter=2", "federation.fraction_train=0.5",
+        'federation.device_profiles=["phone"]', "federation.evaluate_clients=false"]
+SETTINGS = {
+    "iid-shared": ["federation.partition=iid"],
+    "dirichlet0.1-per_client": ["federation.partition=dirichlet", "federation.dirichlet_alpha=0.1", "federation.task_order=per_client"],
+    "shard-shared": ["federation.partition=shard", "federation.shards_per_client=2"],
+    "dirichlet0.1-shared": ["federation.partition=dirichlet", "federation.dirichlet_alpha=0.1"],
+}
+
+
+def config(*overrides: str) -> FedRunConfig:
+    return build_config("fedsmoke", None, TINY + list(overrides), schema=FedRunConfig)
+
+
+def central_head(cfg: FedRunConfig):
+    """The same head fitted on one device on the union of every client's training data."""
+    benchmark = benchmark_for(cfg)
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, cfg.seed)
+    for pid in range(cfg.federation.num_clients):
+        learner.gathered.tasks = set()
+        for experience in client_stream(cfg, pid):
+            learner.accumulate_statistics(experience)
+    return model, benchmark
+
+
+def federated_model(cfg: FedRunConfig, out):
+    benchmark = benchmark_for(cfg)
+    model, _ = build_model(cfg, benchmark)
+    load_state(model, {k: v for k, v in load_state_file(out / GLOBAL_MODEL_FILE).items()})
+    return model
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1e-300))
+
+
+def assert_same_head(federated, central, benchmark) -> None:
+    for name, buffer in central.head.named_buffers():
+        if name in dict(federated.head.named_buffers()) and buffer.dtype == torch.float64:
+            assert rel_diff(dict(federated.head.named_buffers())[name], buffer) <= 1e-6, name
+    assert float(central.head.counts.sum()) > 0
+    (wf, bf), (wc, bc) = federated.head.solve(), central.head.solve()
+    assert rel_diff(wf, wc) <= 1e-6 and rel_diff(bf, bc) <= 1e-6
+    features = torch.randn(50, central.head.feature_dim, generator=torch.Generator().manual_seed(0)).abs()
+    lf, lc = federated.head(features), central.head(features)
+    finite = torch.isfinite(lc)
+    assert torch.equal(finite, torch.isfinite(lf)) and rel_diff(lf[finite], lc[finite]) <= 1e-6
+    assert torch.equal(lf.argmax(1), lc.argmax(1))
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS), ids=list(SETTINGS))
+def test_federated_head_equals_the_central_fit(tmp_path, setting):
+    cfg = config(*SETTINGS[setting])
+    results = run_federated(cfg, tmp_path, quiet=True)
+    central, benchmark = central_head(cfg)
+    assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
+    collect = results["communication"]["collect_step"]
+    assert collect["clients_asked"] == cfg.federation.num_clients
+    rows = results["communication"]["per_round"]
+    assert sum(r.get("clients_unavailable", 0) for r in rows) > 0  # the setting did drop some clients
+
+
+def lossy_app(cfg: FedRunConfig, lost: set[tuple[int, int]]) -> ClientApp:
+    """Clients whose replies in the given (partition, round) pairs are lost after they trained (state kept)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):
+        reply = handle_train(cfg, msg, context)
+        if (partition_id(context), int(msg.content["config"]["server-round"])) in lost:
+            return Message(Error(0, "reply lost in transit"), reply_to=msg)
+        return reply
+
+    @app.query()
+    def query(msg, context):
+        return handle_query(msg, context)
+
+    return app
+
+
+def test_lost_replies_are_sent_again(tmp_path):
+    cfg = config("federation.partition=iid", "federation.fraction_train=1.0", 'federation.device_profiles=["server"]',
+                 "federation.boundary_jitter=0")
+    # every client's first upload is lost (sent again in round 2), and client 1's uploads of the last task
+    # (its statistics then come in the collect step)
+    lost = {(pid, 1) for pid in range(4)} | {(1, r) for r in range(cfg.num_rounds - 2, cfg.num_rounds + 1)}
+    run_inline(build_server_app(cfg, tmp_path), lossy_app(cfg, lost), cfg.federation.num_clients)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["rejected_updates"]) == len(lost)
+    central, benchmark = central_head(cfg)
+    assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
+
+
+def test_a_client_first_sampled_late_gathers_the_tasks_it_missed():
+    cfg = config("federation.partition=iid", "federation.boundary_jitter=0")
+    _, model, _, global_state = server_model(cfg)
+    content = RecordDict({"arrays": encode(global_state), "config": ConfigRecord({"server-round": 4, "run-token": ""})})
+    with task_identity(1, 1, 1):
+        msg = Message(content, 1, MessageType.TRAIN)
+        reply = handle_train(cfg, msg, Context(1, 1, {"partition-id": 0}, RecordDict(), {}))
+    counts = decode(reply.content["arrays"], global_state, optional=frozenset(global_state))["head.counts"]
+    stream = client_stream(cfg, 0)
+    expected = torch.zeros_like(counts)
+    for experience in stream[:2]:  # round 4 is in the second task: the first one is caught up
+        expected += torch.bincount(experience.data.labels, minlength=len(counts)).double()
+    assert torch.equal(counts, expected) and float(counts.sum()) > 0
+
+
+def test_a_stopped_run_resumes_without_double_counting(tmp_path, monkeypatch):
+    # checkpoints every 2 rounds, stopped in round 6 before its checkpoint: the server resumes after round 4,
+    # while clients have state on disk from rounds 5 and 6 (which a resume must ignore)
+    every = ["federation.checkpoint_every=2", "federation.fraction_train=1.0", 'federation.device_profiles=["server"]', *SETTINGS["shard-shared"]]
+    cfg = config(*every)
+    stop_at = 6
+
+    def stop(server_round, *args, **kwargs):
+        if server_round == stop_at:
+            raise KeyboardInterrupt("stopped by the test")
+
+    monkeypatch.setattr(server_app_module, "round_done", stop)
+    with pytest.raises(BaseException):
+        run_federated(cfg, tmp_path, quiet=True)
+    assert not (tmp_path / "results.json").exists()
+    monkeypatch.undo()
+    run_federated(config(*every, "federation.resume=true"), tmp_path, quiet=True)
+    central, benchmark = central_head(cfg)
+    assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
+
+
+def test_statistics_travel_once_per_task_and_g_packed(tmp_path):
+    cfg = config("federation.partition=iid", "federation.fraction_train=1.0", 'federation.device_profiles=["server"]',
+                 "federation.boundary_jitter=0")
+    results = run_federated(cfg, tmp_path, quiet=True)
+    d, k = 1280, 6
+    stats_bytes = 8 * (k + k * d + d * (d + 1) // 2)  # counts, sums, packed upper triangle of G (float64)
+    for row in results["communication"]["per_round"][:-1]:
+        r = row["round"]
+        for pid, up in row["per_client_up"].items():
+            first_round_of_task = (r - 1) % cfg.federation.rounds_per_task == 0
+            assert (up > stats_bytes) == first_round_of_task, (r, pid, up)
+            assert up < stats_bytes + d * d * 8 / 2  # the full G would not fit
+    assert results["communication"]["collect_step"]["clients_contributed"] == 0
+    assert results["communication"]["bytes_up_per_client_per_task"] > stats_bytes / cfg.federation.rounds_per_task
+
+
+def test_central_dp_refuses_summed_statistics_in_one_line():
+    with pytest.raises(ConfigError) as info:
+        from fedcl.federation.strategy import FedCLStrategy
+        FedCLStrategy(config("federation.dp_clipping_norm=1.0"), {"head.counts": torch.zeros(2)}, {"head.counts": "sum"}, 0)
+    assert "\n" not in str(info.value)
