@@ -44,7 +44,6 @@ TIERS = {
     "test_published_plan.py": INTEGRATION,
     "test_fused.py": INTEGRATION,
     "test_gpu_script.py": SYSTEM,
-    "test_reliability_inputs.py": INTEGRATION,
     "test_federated_statistics.py": INTEGRATION,
     "test_cli.py": SYSTEM,
     "test_simulation.py": SYSTEM,

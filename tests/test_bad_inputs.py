@@ -27,6 +27,7 @@ from fedcl.data.idx import write_idx
 from fedcl.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, save_checkpoint
 from fedcl.federation.settings import FedRunConfig
 
+from tests.cases_reliability import RELIABILITY_CASES
 from tests.test_data import _write_cifar, write_fake_fmnist
 
 Case = tuple[str, Callable[[Path], list[str]], str]
@@ -345,6 +346,11 @@ CASES: list[Case] = [
 ]
 
 
+# one table: the rows above (configs, data files, weights, checkpoints) and the reliability rows (outputs, NaN
+# guards, resources, signals, image folders, certificates) built in tests/cases_reliability.py
+CASES += RELIABILITY_CASES
+
+
 def test_case_names_are_distinct():
     names = [name for name, *_ in CASES]
     assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
@@ -356,6 +362,7 @@ def assert_one_clear_line(code: int, err: str, message: str) -> None:
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("fedcl: error: "), err[-2000:]
     assert message in lines[0], lines[0]
+    assert "weights_only" not in err  # never torch's advice to unpickle
 
 
 @pytest.mark.parametrize("name, build, message", CASES, ids=[c[0] for c in CASES])
