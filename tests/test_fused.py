@@ -19,7 +19,7 @@ from fedcl.fused import FusedClients, StackedAdam, fused_epoch
 SIZES = (11, 7, 3)  # unequal: with batch 4 the clients take 3, 2 and 1 steps per epoch
 EPOCHS = 2  # client 2 trains again after idle steps (its Adam step count must not advance meanwhile)
 MAX_SAMPLES = 8  # step 0: clients 0 and 1 share a backbone pass, client 2 gets its own
-OVERRIDES = ["data.num_tasks=2", "data.max_train_per_class=20", "data.image_size=32", f"train.epochs={EPOCHS}", "train.batch_size=4",
+OVERRIDES = ["data.num_tasks=2", "data.max_train_per_class=20", "data.image_size=16", f"train.epochs={EPOCHS}", "train.batch_size=4",
              "model.transform.name=additive", "model.head.name=linear", "method.name=input_tuning", "train.device=cpu", "train.precision=fp32"]
 
 
