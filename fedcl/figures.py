@@ -152,7 +152,9 @@ def plot_bytes_per_round(results: dict[str, Any]) -> Figure:
     """MB per round up, down and both, against full-model FedAvg (the whole backbone and head both ways)."""
     c = results["communication"]
     frame = pd.DataFrame([{"round": r["round"], "up": r["bytes_up"] / 1e6, "down": r["bytes_down"] / 1e6} for r in c["per_round"]])
-    full = np.asarray(c["full_model_bytes_per_round"], dtype=float)[: len(frame)] / 1e6
+    # full-model FedAvg has no counterpart of the statistics' collect step (round R+1): NaN there, no point drawn
+    reference = dict(enumerate(c["full_model_bytes_per_round"], start=1))
+    full = np.asarray([reference.get(r, np.nan) for r in frame["round"]], dtype=float) / 1e6
     fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
     ax.plot(frame["round"], frame["down"], label="down (server → clients)", **series_style(0))
     ax.plot(frame["round"], frame["up"], ls=":", ms=4, label="up (clients → server)", **series_style(1))
