@@ -14,6 +14,7 @@ import json
 
 import torch
 
+from fedcl.optional import require
 from fedcl.backbones import FrozenBackbone, create_backbone
 from fedcl.config import FedRunConfig, RunConfig, config_from_dict
 from fedcl.data import Benchmark, build_benchmark, load_dataset
@@ -130,7 +131,8 @@ def benchmark_for(cfg: FedRunConfig) -> Benchmark:
 
 @functools.lru_cache(maxsize=2)
 def _streams(key: str) -> list[list[Experience]]:
-    from fedcl.federation.partitions import client_streams  # (flwr-datasets: only federated runs need it)
+    require("flwr_datasets", "simulation", "splitting one shared dataset over clients (federation.partition)", "flwr-datasets")
+    from fedcl.federation.partitions import client_streams
 
     cfg = _cfg_from(json.loads(key))
     f = cfg.federation

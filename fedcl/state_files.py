@@ -22,7 +22,8 @@ def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    return read_state_dict(path)
+    """A model state written by :func:`save_state` (e.g. a run's global model)."""
+    return read_state_dict(path, "model state file")
 
 
 #: what reading a missing, truncated or foreign file with :func:`read_state_and_metadata` raises

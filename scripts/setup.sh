@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: a virtual environment in .venv with fedcl, its analysis and tracking extras and its dev tools,
+# Idempotent set-up: a virtual environment in .venv with fedcl, all its extras and its dev tools,
 # plus Debian's Fashion-MNIST when it is missing and apt is available.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # A torch/torchvision pair that import together (plain PyPI torchvision fails beside other torch builds).
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-  .venv/bin/python -m pip install -q -e ".[dev,analysis,tracking]"
+  .venv/bin/python -m pip install -q -e ".[all,dev]"
   echo "$want" > "$stamp"
 fi
 

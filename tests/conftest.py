@@ -54,6 +54,7 @@ TIERS = {
     "test_config_fuzz.py": SYSTEM,
     "test_fuzz.py": SYSTEM,
     "test_report.py": SYSTEM,
+    "test_dependencies.py": SYSTEM,
 }
 
 

@@ -83,7 +83,7 @@ def test_local_checkpoint_is_loaded_safely(tmp_path):
         create_backbone("mobilenetv3", weights=str(path))
     evil = tmp_path / "evil.pth"
     torch.save({"x": torch.zeros(1), "obj": object()}, evil)
-    with pytest.raises(DataError, match="cannot read checkpoint"):
+    with pytest.raises(DataError, match="cannot read weights file"):
         create_backbone("resnet18", weights=str(evil))
 
 

@@ -329,11 +329,11 @@ CASES: list[Case] = [
     ("corrupt image", with_data(lambda root: _images(root, broken=True), 'data.dataset="imagefolder"'), "cannot decode image"),
     ("16-bit images", with_data(lambda root: _images(root, mode="I;16"), 'data.dataset="imagefolder"'), "has mode 'I;16'"),
     # ---- weights files
-    ("weights file missing", train("model.weights=\"/nonexistent/w.pt\"", "data.dataset=digits"), "checkpoint file not found"),
+    ("weights file missing", train("model.weights=\"/nonexistent/w.pt\"", "data.dataset=digits"), "weights file not found"),
     ("weights of other shapes", weights("st-shapes"), "does not fit backbone 'efficientnet_lite0'"),
-    ("weights safetensors corrupt", weights("st-corrupt"), "cannot read checkpoint"),
-    ("weights not torch", weights("pt-garbage"), "cannot read checkpoint"),
-    ("weights with code", weights("pt-code"), "cannot read checkpoint"),
+    ("weights safetensors corrupt", weights("st-corrupt"), "cannot read weights file"),
+    ("weights not torch", weights("pt-garbage"), "cannot read weights file"),
+    ("weights with code", weights("pt-code"), "cannot read weights file"),
     ("weights without tensors", weights("pt-not-tensors"), "does not hold a state dict of tensors"),
     # ---- server checkpoints
     ("resume without checkpoint", lambda tmp: ["simulate", "-q", "-p", "fedsmoke", "-o", str(tmp / "out"), "--resume", "--set", "federation.backend=inline"],

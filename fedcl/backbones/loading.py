@@ -1,4 +1,4 @@
-"""Shared helpers for building backbones: stages, checkpoints, error messages."""
+"""Shared helpers for building backbones: stages, weights files (``model.weights``), error messages."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _load_tensors(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _unreadable(path: Path, exc: Exception) -> DataError:
+def _unreadable(path: Path, exc: Exception, what: str) -> DataError:
     """One line, without torch's advice to unpickle (``weights_only=False`` runs whatever the file holds)."""
     if path.suffix == ".safetensors":
         why = f"not a valid safetensors file ({exc.__class__.__name__})"
@@ -62,23 +62,23 @@ def _unreadable(path: Path, exc: Exception) -> DataError:
         why = "a torch file that holds Python objects other than tensors, which fedcl never unpickles; save a plain state dict or safetensors"
     else:
         why = "neither a safetensors file nor a torch file of plain tensors (fedcl never unpickles other objects)"
-    return DataError(f"cannot read checkpoint {path}: {why}")
+    return DataError(f"cannot read {what} {path}: {why}")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a weights file without unpickling arbitrary objects."""
+def read_state_dict(path: str | Path, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """Read a file of tensors (``what`` names it in errors) without unpickling arbitrary objects."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"checkpoint file not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     try:
         state = _load_tensors(path)
     except Exception as exc:  # corrupt or unsafe file
-        raise _unreadable(path, exc) from None
+        raise _unreadable(path, exc, what) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise DataError(f"checkpoint {path} does not hold a state dict of tensors")
+        raise DataError(f"{what} {path} does not hold a state dict of tensors")
     return state
 
 
@@ -91,7 +91,7 @@ def load_weights(model: nn.Module, path: str | Path, name: str) -> None:
     missing = [k for k in own if k not in usable]
     if mismatched or missing:
         detail = f"shape mismatch at {mismatched[:3]}" if mismatched else f"missing {missing[:3]}"
-        raise DataError(f"checkpoint {path} does not fit backbone '{name}': {detail}")
+        raise DataError(f"weights file {path} does not fit backbone '{name}': {detail}")
     bad = first_non_finite(usable)
     if bad:
         raise DataError(f"weights file {path} holds {bad}; a backbone must have finite weights")

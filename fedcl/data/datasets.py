@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedcl.optional import require
 from fedcl.data.arrays import DatasetSplits, ImageArrays
 from fedcl.data.idx import read_idx
 from fedcl.data.image_folder import scan_image_folder
@@ -98,9 +99,7 @@ def fashion_mnist(root: Path | None = None, download: bool = False) -> DatasetSp
 @DATASETS.register("digits")
 def digits(root: Path | None = None, download: bool = False) -> DatasetSplits:
     """scikit-learn's 8x8 digits (bundled, 1797 images); a seeded 80/20 split."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    bunch = require("sklearn.datasets", "simulation", "data.dataset=digits", "scikit-learn").load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     order = np.random.default_rng(0).permutation(len(images))
     cut = int(0.8 * len(images))

@@ -38,6 +38,7 @@ import logging
 import numpy as np
 import torch
 
+from fedcl.optional import require
 from fedcl.errors import ConfigError
 from fedcl.federation.aggregation import ClientUpdate, _row_weights, averaged_float_keys
 from fedcl.federation.flower_adapter import clip_flat, gaussian_noise_std
@@ -91,7 +92,7 @@ def private_mean(global_state: dict[str, torch.Tensor], updates: list[ClientUpda
 def epsilons(noise_multiplier: float, sampled_per_round: list[int], num_clients: int, delta: float) -> list[float | None]:
     """epsilon at ``delta`` after each round (composed from round 1), from dp-accounting's RDP accountant;
     None where no noise is added (no finite guarantee)."""
-    import dp_accounting
+    dp_accounting = require("dp_accounting", "privacy", "the privacy accountant of central DP", "dp-accounting")
     from dp_accounting.rdp import RdpAccountant
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # (its convergence notes for low orders)

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from fedcl.optional import require
 from fedcl.errors import FedclError
 from fedcl.federation.settings import FedRunConfig
 
@@ -82,6 +83,7 @@ def local_resources(cfg: FedRunConfig) -> dict[str, float]:
 
 def check_ray_cluster(cfg: FedRunConfig) -> None:
     """The configured cluster is reachable and can host at least one client (one clear error otherwise)."""
+    require("ray", "simulation", "federation.backend=ray")
     f = cfg.federation
     local = f.ray_address in (None, "", "local")
     available = local_resources(cfg) if local else cluster_resources(f.ray_address, CONNECT_TIMEOUT_S)
@@ -96,7 +98,7 @@ def check_ray_cluster(cfg: FedRunConfig) -> None:
 def start_ray(init_args: dict[str, Any]) -> None:
     """Start (or connect to) Ray before Flower does, keeping this process's signal handlers: ``ray.init`` replaces
     SIGTERM's with ``sys.exit``, which would leave Ray's shutdown noise and a run that ignores the stop."""
-    import ray
+    ray = require("ray", "simulation", "federation.backend=ray")
 
     if ray.is_initialized():
         return

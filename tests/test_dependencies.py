@@ -1,0 +1,96 @@
+"""What a client installs: the core dependencies only. Extras are blocked from import in a real process.
+
+An edge client (a SuperNode with its own data) must run without the ``simulation``, ``privacy``, ``analysis`` and
+``tracking`` extras; a command that needs one says which to install, in one line, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+#: top-level modules that only the extras bring (flwr-datasets pulls datasets, pandas, matplotlib and pyarrow)
+EXTRAS_ONLY = ["ray", "flwr_datasets", "datasets", "pandas", "matplotlib", "pyarrow", "sklearn", "dp_accounting",
+               "tensorboard", "scipy"]
+
+BLOCKER = """
+import importlib.abc, importlib.machinery, sys
+BLOCKED = set({blocked!r})
+class Missing(importlib.abc.Loader):
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {{spec.name!r}} (blocked by the test)", name=spec.name)
+    def exec_module(self, module):
+        pass
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            return importlib.machinery.ModuleSpec(name, Missing())
+sys.meta_path.insert(0, Blocked())
+"""
+
+
+TINY = ["data.image_size=32", "data.num_tasks=2", "data.classes_per_task=2", "data.max_train_per_class=8",
+        "data.max_test_per_class=4", "train.epochs=1"]
+
+
+def run_blocked(blocked: list[str], body: str) -> subprocess.CompletedProcess:
+    code = BLOCKER.format(blocked=blocked) + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_an_edge_client_runs_without_any_extra(tmp_path):
+    """The ClientApp imports, a node with its own data builds its stream, and single-device training runs."""
+    proc = run_blocked(EXTRAS_ONLY, f"""
+        from fedcl.config import build_config
+        from fedcl.builder import training_experience
+        from fedcl.data.datasets import SYSTEM_FASHION_MNIST
+        from fedcl.federation.settings import FedRunConfig
+        import fedcl.federation.client_app, fedcl.federation.server_app
+        from fedcl.cli import main
+        cfg = build_config("fedsmoke", None, {TINY!r}, schema=FedRunConfig)
+        exp = training_experience(cfg, 0, 0, data_root=str(SYSTEM_FASHION_MNIST))
+        assert len(exp) > 0, "no training data"
+        code = main(["train", "-q", "-p", "default", "-o", {str(tmp_path / "edge")!r}, *[a for o in {TINY!r} for a in ("--set", o)]])
+        assert code == 0, code
+        print("extras imported:", sorted(m for m in BLOCKED if m in sys.modules))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "extras imported: []" in proc.stdout
+    assert (tmp_path / "edge" / "results.json").exists()
+
+
+MISSING = [  # (blocked modules, command line, the extra to name)
+    (["flwr_datasets"], ["simulate", "-p", "fedsmoke", "--set", "federation.backend=inline"], "simulation"),
+    (["ray"], ["simulate", "-p", "fedsmoke", "--set", "federation.backend=ray"], "simulation"),
+    (["sklearn"], ["train", "-p", "smoke", "--set", "data.dataset=digits", "--set", "data.image_size=32"], "simulation"),
+    (["dp_accounting"], ["simulate", "-p", "fedsmoke", "--set", "federation.backend=inline", "--set", "federation.dp_clipping_norm=1.0",
+                         "--set", "federation.dp_noise_multiplier=0.5"], "privacy"),
+]
+
+
+def test_a_missing_extra_is_named_in_one_line_before_any_work(tmp_path):
+    """Each command in one process (imports are paid once), with only its extra blocked; stderr is captured per command."""
+    proc = run_blocked([], f"""
+        import contextlib, io, json
+        from fedcl.cli import main
+        seen = []
+        for k, (blocked, args, extra) in enumerate({MISSING!r}):
+            BLOCKED.clear(); BLOCKED.update(blocked)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = main([*args, "-q", "-o", {str(tmp_path)!r} + f"/out{{k}}"])
+            seen.append([code, err.getvalue(), extra])
+        print(json.dumps(seen))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(seen) == len(MISSING)
+    for code, err, extra in seen:
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith("fedcl: error: ") and f"pip install 'fedcl[{extra}]'" in lines[0], lines
+    assert not any(p.name.startswith("out") and any(p.iterdir()) for p in tmp_path.iterdir()), "work began before the check"
