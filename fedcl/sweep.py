@@ -17,7 +17,8 @@ named groups of overrides for scenarios, partitions and methods::
     scenarios = ["task_incremental"]      # optional: only these scenarios
 
 Each cell runs as its own ``fedcl simulate`` process (peak memory is per run, a
-crash loses one cell) and writes ``<out>/<method>/<scenario>/<partition>/seed<k>/results.json``.
+crash loses one cell), forked from a server process that has already imported torch, timm, Flower and
+fedcl (``multiprocessing``'s forkserver), so no cell pays those imports; it writes ``<out>/<method>/<scenario>/<partition>/seed<k>/results.json``.
 Cells whose results already exist for the same config are skipped, so a stopped
 sweep resumes where it stopped.
 """
@@ -25,8 +26,8 @@ sweep resumes where it stopped.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import subprocess
 import sys
 import time
 import tomllib
@@ -158,8 +159,34 @@ def run_or_load(cfg: FedRunConfig, out: str | Path, quiet: bool = True) -> dict:
     return run_federated(cfg, out, quiet=quiet)
 
 
+#: imported once by the fork server, before any cell is forked from it
+PRELOAD = ["torch", "timm", "fedcl.cli", "fedcl.federation.simulation", "fedcl.federation.server_app", "fedcl.federation.client_app"]
+
+
+def _cell_process() -> multiprocessing.context.BaseContext:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # (read by the fork server when it starts)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def _simulate(config_file: str, out: str, log_file: str) -> None:
+    """The body of a cell's process: ``fedcl simulate`` with stdout and stderr going to ``log_file``."""
+    with open(log_file, "w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (the process ends with the cell)
+    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    from fedcl.cli import main
+
+    code = main(["simulate", "--config", config_file, "--out", out, "--quiet"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_cell(plan: SweepPlan, cell: Cell, root: Path, log=print) -> dict:
-    """Run one cell in a fresh ``fedcl simulate`` process unless its results exist; returns a status row."""
+    """Run one cell in its own ``fedcl simulate`` process unless its results exist; returns a status row."""
     cfg = plan.config(cell)
     out = root / cell.path
     if _done(cfg, out):
@@ -167,13 +194,13 @@ def run_cell(plan: SweepPlan, cell: Cell, root: Path, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     (out / "cell.json").write_text(json.dumps(cell.labels()))
-    cmd = [sys.executable, "-m", "fedcl.cli", "simulate", "--config", str(out / "config.json"), "--out", str(out), "--quiet"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    process = _cell_process().Process(target=_simulate, args=(str(out / "config.json"), str(out), str(out / "log.txt")))
+    process.start()
+    process.join()
     seconds = time.perf_counter() - start
-    (out / "log.txt").write_text(proc.stdout + proc.stderr)
-    ok = proc.returncode == 0 and (out / "results.json").exists()
-    status = "ok" if ok else f"failed (exit {proc.returncode}; see {out / 'log.txt'})"
+    ok = process.exitcode == 0 and (out / "results.json").exists()
+    status = "ok" if ok else f"failed (exit {process.exitcode}; see {out / 'log.txt'})"
     log(f"{cell.path}: {status} in {seconds:.0f} s")
     return {**cell.labels(), "status": status, "seconds": round(seconds, 1)}
 
