@@ -22,7 +22,7 @@ from fedcl.data.scenarios import Experience
 from fedcl.federation.schedule import TaskSchedule
 from fedcl.errors import ConfigError
 from fedcl.heads import create_head
-from fedcl.learner import Learner, TrainSettings
+from fedcl.learner import FeatureCache, Learner, TrainSettings
 from fedcl.methods import Method, Plugin, create_method, create_plugin
 from fedcl.model import ContinualModel
 from fedcl.transforms import create_transform
@@ -202,7 +202,17 @@ def build_learner(cfg: FedRunConfig, model: ContinualModel, method: Method, benc
     plugins = make_plugins(cfg)
     if cfg.federation.strategy == "fedprox" and "proximal" not in cfg.method.plugins:
         plugins.append(create_plugin("proximal", mu=cfg.federation.proximal_mu))
-    return Learner(model, method, settings, cfg.data.image_size, resolve_device(cfg.train.device), benchmark.task_ids_at_test, plugins)
+    learner = Learner(model, method, settings, cfg.data.image_size, resolve_device(cfg.train.device), benchmark.task_ids_at_test, plugins)
+    if learner.cache is not None:
+        learner.cache = shared_feature_cache(_key(cfg, "model", "train", "data"))
+    return learner
+
+
+@functools.lru_cache(maxsize=1)
+def shared_feature_cache(key: str) -> FeatureCache:
+    """One cache of frozen backbone features per worker process and model/training setting (a new setting
+    drops the previous cache): a simulated client encodes each of its samples once per run."""
+    return FeatureCache()
 
 
 def derived_seed(seed: int, partition_id: int, server_round: int) -> int:
@@ -211,7 +221,7 @@ def derived_seed(seed: int, partition_id: int, server_round: int) -> int:
 
 
 def load_state(model: ContinualModel, state: dict[str, torch.Tensor]) -> None:
-    own = model.state_dict()
+    own = model.state_of(list(state))
     for key, value in state.items():
         own[key].copy_(value)
 

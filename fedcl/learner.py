@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -24,17 +26,38 @@ class TrainSettings(TrainConfig):
     seed: int = 0
 
 
-class FeatureCache:
-    """Backbone features of experiences whose inputs are never transformed (keyed by experience)."""
+def content_key(experience: Experience) -> tuple:
+    """What an experience's backbone features depend on when no transform is learned: its images, labels, task
+    and input shift (CRC32 of the bytes; a client's experience of a few hundred small images takes microseconds)."""
+    data = experience.data
+    images, labels = data.images.contiguous(), data.labels.contiguous()
+    return (experience.task_id, experience.domain, tuple(images.shape), str(images.dtype),
+            zlib.crc32(images.view(-1).view(torch.uint8).numpy()) if images.numel() else 0,
+            zlib.crc32(labels.view(-1).view(torch.uint8).numpy()) if labels.numel() else 0)
 
-    def __init__(self) -> None:
-        self._store: dict[int, torch.Tensor] = {}
+
+class FeatureCache:
+    """Backbone features of experiences whose inputs are never transformed, keyed by the experience's content.
+
+    One cache can serve many learners: every round's learner of a simulated client shares its worker's cache
+    (:func:`fedcl.builder.shared_feature_cache`), so a frozen client encodes each sample once per run, not once
+    per round. The least recently used entries go when the cache holds more than ``max_bytes``."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.max_bytes, self.nbytes = max_bytes, 0
 
     def get(self, experience: Experience, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        key = id(experience.data)
-        if key not in self._store:
-            self._store[key] = compute()
-        return self._store[key]
+        key = content_key(experience)
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        value = self._store[key] = compute()
+        self.nbytes += value.numel() * value.element_size()
+        while len(self._store) > 1 and self.nbytes > self.max_bytes:
+            _, old = self._store.popitem(last=False)
+            self.nbytes -= old.numel() * old.element_size()
+        return value
 
 
 class Learner:

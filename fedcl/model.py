@@ -57,11 +57,20 @@ class ContinualModel(nn.Module):
                 best_conf = torch.maximum(conf, best_conf)
         return best_logits
 
+    def state_of(self, keys: list[str]) -> dict[str, torch.Tensor]:
+        """The state entries ``keys`` (live tensors), walking the backbone's modules only when a key is in it
+        (the frozen backbone has hundreds of modules: walking it per client-round cost milliseconds)."""
+        if any(k.startswith("backbone.") for k in keys):
+            state = self.state_dict(keep_vars=True)
+        else:
+            state = {f"transform.{k}": v for k, v in self.transform.state_dict(keep_vars=True).items()}
+            state.update({f"head.{k}": v for k, v in self.head.state_dict(keep_vars=True).items()})
+        return {k: state[k].detach() for k in keys}
+
     def exchanged_state(self) -> dict[str, torch.Tensor]:
         """What a client learns and a server aggregates: transform + head, plus the backbone
         stages a method trains (:meth:`fedcl.methods.base.Method.exchanged_keys`)."""
-        state = self.state_dict()
-        return {k: state[k] for k in self.exchanged_keys}
+        return self.state_of(self.exchanged_keys)
 
     def aggregation_kinds(self) -> dict[str, str]:
         kinds = {f"transform.{k}": v for k, v in self.transform.aggregation_kinds().items()}

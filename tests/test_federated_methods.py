@@ -159,3 +159,33 @@ def test_a_run_with_crashing_clients_completes_and_reports_failures(tmp_path):
     assert sum(failed) >= 3 and all(f + row["clients_trained"] <= 5 for f, row in zip(failed, rows))
     assert sum(1 for r in results["rejected_updates"] if "crashed" in r) == sum(failed)
     assert results["final_avg_accuracy"] > 0.35
+
+
+@pytest.mark.parametrize("head", ["linear", "ridge"])
+def test_a_frozen_client_encodes_each_sample_once_per_run(tmp_path, monkeypatch, head):
+    """Head-only clients (no transform is learned) keep their backbone features across rounds and epochs: with
+    2 rounds per task and 2 epochs, the backbone still sees each training sample once."""
+    from fedcl.backbones.base import FrozenBackbone
+    from fedcl.federation import client_app
+
+    cfg = config("method.name=head_only", f"model.head.name={head}", "train.epochs=2")
+    seen, role = {"train": 0}, ["server"]
+    forward, train = FrozenBackbone.forward, client_app.handle_train
+
+    def counting_forward(self, images):
+        seen[role[0]] = seen.get(role[0], 0) + int(images.shape[0])
+        return forward(self, images)
+
+    def counted_train(*args, **kwargs):
+        role[0] = "train"
+        try:
+            return train(*args, **kwargs)
+        finally:
+            role[0] = "server"
+
+    monkeypatch.setattr(FrozenBackbone, "forward", counting_forward)
+    monkeypatch.setattr(client_app, "handle_train", counted_train)
+    results = run_federated(cfg, tmp_path, quiet=True)
+    samples = sum(len(e) for c in range(3) for e in client_stream(cfg, c))
+    assert results["final_avg_accuracy"] > 0.4
+    assert seen["train"] == samples, (seen, samples)

@@ -21,19 +21,20 @@ STATS_DTYPE = torch.float64
 
 
 @lru_cache(maxsize=4)
-def upper_mask(dim: int, device: str) -> torch.Tensor:
-    """(dim, dim) boolean mask of the upper triangle (diagonal included)."""
-    return torch.ones(dim, dim, dtype=torch.bool, device=device).triu()
+def upper_indices(dim: int, device: str) -> torch.Tensor:
+    """Flat (row-major) indices of the upper triangle of a (dim, dim) matrix, diagonal included, in packing order.
+    (A gather with them is several times faster than boolean-mask indexing, which counts the mask every call.)"""
+    rows, cols = torch.triu_indices(dim, dim, device=device)
+    return rows * dim + cols
 
 
 def pack_upper(matrix: torch.Tensor) -> torch.Tensor:
-    return matrix[upper_mask(matrix.shape[0], str(matrix.device))]
+    return matrix.reshape(-1).index_select(0, upper_indices(matrix.shape[0], str(matrix.device)))
 
 
 def unpack_upper(packed: torch.Tensor, dim: int) -> torch.Tensor:
     """The symmetric (dim, dim) matrix whose packed upper triangle is ``packed``."""
-    full = packed.new_zeros(dim, dim)
-    full[upper_mask(dim, str(packed.device))] = packed
+    full = packed.new_zeros(dim * dim).index_copy_(0, upper_indices(dim, str(packed.device)), packed).view(dim, dim)
     return full + full.T - torch.diag(full.diagonal())
 
 
