@@ -36,7 +36,9 @@ def test_list():
 
 def test_simulate_end_to_end(tmp_path):
     out = tmp_path / "fed"
-    proc = fedcl("simulate", "--preset", "fedsmoke", "--set", "federation.quantization=int8", "--out", str(out))
+    # in-process backend: the command line is under test here; Ray through the command line is in test_reliability
+    proc = fedcl("simulate", "--preset", "fedsmoke", "--set", "federation.quantization=int8", "--set", "federation.backend=inline",
+                 "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
     assert r["mode"] == "federated" and r["communication"]["quantization"] == "int8"
@@ -47,7 +49,7 @@ def test_simulate_end_to_end(tmp_path):
 def test_simulate_fedprox_per_client_order_shards(tmp_path):
     out = tmp_path / "prox"
     proc = fedcl("simulate", "--preset", "fedsmoke", "--out", str(out), "--set", "federation.strategy=fedprox",
-                 "--set", "federation.task_order=per_client", "--set", "federation.partition=shard")
+                 "--set", "federation.task_order=per_client", "--set", "federation.partition=shard", "--set", "federation.backend=inline")
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())
     orders = {tuple(v["order"]) for v in r["per_client"]["task_schedule"].values()}

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+#: every test that starts Ray runs in one pytest-xdist worker: `ray stop` (an attached-cluster test) stops every
+#: Ray process on the machine, so two Ray tests must never overlap
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = {
     "throughput": ["input_tuning_images_per_s", "finetune_images_per_s", "frozen_forward_images_per_s", "input_tuning_over_frozen_forward"],

@@ -135,12 +135,13 @@ def _checkpoint_round(path: Path) -> int:
         return 0
 
 
+@pytest.mark.xdist_group("ray")  # resumes on Ray (see tests/test_simulation.py)
 def test_a_killed_run_resumes_to_the_same_results(tmp_path):
-    overrides = TINY + ["federation.num_clients=3", "federation.rounds_per_task=3", "method.plugins.replay.buffer_size=12",
-                        "method.plugins.ewc={}", "federation.strategy=fedadam", "federation.fraction_train=0.67"]
-    args = [sys.executable, "-m", "fedcl.cli", "simulate", "-q", "-p", "fedsmoke", *[a for o in overrides for a in ("--set", o)]]
+    extra = ["federation.num_clients=3", "federation.rounds_per_task=3", "method.plugins.replay.buffer_size=12",
+             "method.plugins.ewc={}", "federation.strategy=fedadam", "federation.fraction_train=0.67"]
+    args = [sys.executable, "-m", "fedcl.cli", "simulate", "-q", "-p", "fedsmoke", *[a for o in TINY + extra for a in ("--set", o)]]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run([*args, "-o", str(tmp_path / "whole")], check=True, env=env, timeout=600)
+    run_federated(config(*extra), tmp_path / "whole", quiet=True)  # the uninterrupted run, in this process
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*args, "-o", str(killed)], env=env)

@@ -14,6 +14,10 @@ from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_ray_simulation
 from fedcl.runner import without_wall_clock
 
+#: every test that starts Ray runs in one pytest-xdist worker: `ray stop` (an attached-cluster test) stops every
+#: Ray process on the machine, so two Ray tests must never overlap
+pytestmark = pytest.mark.xdist_group("ray")
+
 OVERRIDES = ["federation.boundary_jitter=1", "federation.device_profiles=[\"laptop\", \"jetson_nano\"]", "federation.fraction_train=0.67"]
 
 
@@ -64,11 +68,13 @@ def test_per_client_task_schedule_is_honoured(run):
     assert len(starts) > 1, "the fixture should exercise clients switching tasks at different rounds"
 
 
-def test_same_seed_same_results_on_an_existing_ray_cluster(run, tmp_path):
+def test_same_results_bit_for_bit_on_an_existing_one_worker_ray_cluster(run, tmp_path):
+    """The fixture started its own 2-CPU Ray cluster (two workers); this run attaches to a cluster started with
+    ``ray start`` and one CPU, so one worker runs the clients in another order. Same seed, same results."""
     cfg, first = run
     ray = str(Path(sys.executable).parent / "ray")
     port = free_port()
-    started = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+    started = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                               "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
     try:
         assert started.returncode == 0, started.stderr
@@ -76,15 +82,7 @@ def test_same_seed_same_results_on_an_existing_ray_cluster(run, tmp_path):
         second = run_ray_simulation(cfg2, tmp_path / "attached")
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
-    assert without_wall_clock(second) == without_wall_clock(first)
-
-
-def test_same_results_bit_for_bit_whatever_the_number_of_ray_workers(run, tmp_path):
-    """The fixture ran on a 2-CPU Ray cluster (two workers); one worker runs the clients in another order."""
-    cfg, first = run
-    one = build_config("fedsmoke", None, OVERRIDES + ["federation.ray_num_cpus=1"], schema=FedRunConfig)
-    second = run_ray_simulation(one, tmp_path / "one-worker")
-    assert first["config"]["federation"]["ray_num_cpus"] == 2 and second["config"]["federation"]["ray_num_cpus"] == 1
+    assert first["config"]["federation"]["ray_num_cpus"] == 2
     assert without_wall_clock(second) == without_wall_clock(first)
     assert any(row["clients_sampled"] == 2 for row in first["communication"]["per_round"])  # sampling was exercised
 

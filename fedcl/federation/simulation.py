@@ -25,7 +25,9 @@ from fedcl.outputs import file_identity, prepare_out_dir, promote, recover_dir, 
 def backend_config(cfg: FedRunConfig) -> dict[str, Any]:
     f = cfg.federation
     resources: dict[str, float] = {"num_cpus": f.client_num_cpus, "num_gpus": f.client_num_gpus}
-    init_args: dict[str, Any] = {"include_dashboard": False, "logging_level": "error", "log_to_driver": False}
+    # address "local": always a new cluster of this run's size. Without it, ray.init() joins any cluster that
+    # `ray start` left running on this machine, with that cluster's CPUs instead of federation.ray_num_cpus.
+    init_args: dict[str, Any] = {"address": "local", "include_dashboard": False, "logging_level": "error", "log_to_driver": False}
     if f.ray_num_cpus:
         init_args["num_cpus"] = f.ray_num_cpus
     if f.ray_address:
