@@ -77,11 +77,14 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).res
 def test_a_run_killed_at_a_random_point_leaves_the_previous_files_byte_identical(finished, tmp_path):
     source, hashes = finished
     seed = random.randrange(10**6)
-    delay = random.Random(seed).uniform(0.5, 25.0)  # start-up, model building, rounds or the final writes
+    delay = random.Random(seed).uniform(0.0, 3.0)  # after the run's first checkpoint: rounds or the final writes
     out = tmp_path / "out"
     subprocess.run(["cp", "-a", str(source), str(out)], check=True)
     proc = subprocess.Popen(_python_cli(out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 600
+        while _staged_round(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the run has written something of its own before it is killed
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
