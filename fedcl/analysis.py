@@ -14,6 +14,7 @@ import pandas as pd
 #: columns of :func:`load_runs` summarised over seeds by :func:`summarize_runs`
 METRICS = {
     "final_acc": "final accuracy",
+    "avg_inc_acc": "avg. incremental accuracy",
     "forgetting": "forgetting",
     "bwt": "BWT",
     "total_mb": "MB exchanged",
@@ -37,6 +38,7 @@ def run_row(results: dict[str, Any], labels: dict[str, Any] | None = None) -> di
         "partition": results.get("config", {}).get("federation", {}).get("partition", "-"),
         "seed": results.get("config", {}).get("seed", 0),
         "final_acc": results["final_avg_accuracy"],
+        "avg_inc_acc": results.get("avg_incremental_accuracy"),
         "forgetting": results["avg_forgetting"],
         "bwt": results["bwt"],
         "total_mb": comm.get("bytes_total", 0) / 1e6,
@@ -90,7 +92,7 @@ def summary_markdown(summary: pd.DataFrame, digits: dict[str, int] | None = None
     """The summary as a Markdown table: ``mean ± std`` cells (sample std over seeds) and the 95 % t interval
     of the final accuracy."""
     group = group or GROUP
-    digits = {"final_acc": 3, "forgetting": 3, "bwt": 3, "total_mb": 2, "client_compute_s": 1, "peak_rss_mb": 0, **(digits or {})}
+    digits = {"final_acc": 3, "avg_inc_acc": 3, "forgetting": 3, "bwt": 3, "total_mb": 2, "client_compute_s": 1, "peak_rss_mb": 0, **(digits or {})}
     present = [m for m in METRICS if m in summary]
     header = [*group, *(METRICS[m] for m in present), "final accuracy 95 % CI", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

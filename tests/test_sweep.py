@@ -42,7 +42,7 @@ def test_tiny_sweep_produces_a_well_formed_table_and_figures(tmp_path, capsys):
     for r in rows:
         assert 0 <= float(r["final_acc"]) <= 1 and float(r["total_mb"]) > 0 and float(r["peak_rss_mb"]) > 0
     table = (out / "summary.md").read_text().splitlines()
-    assert table[0].startswith("| scenario | partition | method | final accuracy | forgetting | BWT | MB exchanged")
+    assert table[0].startswith("| scenario | partition | method | final accuracy | avg. incremental accuracy | forgetting | BWT | MB exchanged")
     assert len(table) == 4 and all(" ± " in line for line in table[2:])
     summary = list(csv.DictReader((out / "summary.csv").open()))
     assert {s["method"] for s in summary} == {"input_tuning", "ncm"} and all(s["seeds"] == "2" for s in summary)
