@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -28,12 +28,13 @@ class TrainSettings(TrainConfig):
 
 def content_key(experience: Experience) -> tuple:
     """What an experience's backbone features depend on when no transform is learned: its images, labels, task
-    and input shift (CRC32 of the bytes; a client's experience of a few hundred small images takes microseconds)."""
+    and input shift (a 128-bit BLAKE2 digest of the bytes: a few hundred small images take microseconds)."""
     data = experience.data
-    images, labels = data.images.contiguous(), data.labels.contiguous()
-    return (experience.task_id, experience.domain, tuple(images.shape), str(images.dtype),
-            zlib.crc32(images.view(-1).view(torch.uint8).numpy()) if images.numel() else 0,
-            zlib.crc32(labels.view(-1).view(torch.uint8).numpy()) if labels.numel() else 0)
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in (data.images, data.labels):
+        digest.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+    return experience.task_id, experience.domain, digest.hexdigest()
 
 
 class FeatureCache:
@@ -41,9 +42,10 @@ class FeatureCache:
 
     One cache can serve many learners: every round's learner of a simulated client shares its worker's cache
     (:func:`fedcl.builder.shared_feature_cache`), so a frozen client encodes each sample once per run, not once
-    per round. The least recently used entries go when the cache holds more than ``max_bytes``."""
+    per round. Features are kept in CPU memory (GPU memory stays for training); the least recently used entries
+    go when the cache holds more than ``max_bytes``."""
 
-    def __init__(self, max_bytes: int = 1 << 30) -> None:
+    def __init__(self, max_bytes: int = 1 << 29) -> None:
         self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.max_bytes, self.nbytes = max_bytes, 0
 
@@ -52,7 +54,7 @@ class FeatureCache:
         if key in self._store:
             self._store.move_to_end(key)
             return self._store[key]
-        value = self._store[key] = compute()
+        value = self._store[key] = compute().cpu()
         self.nbytes += value.numel() * value.element_size()
         while len(self._store) > 1 and self.nbytes > self.max_bytes:
             _, old = self._store.popitem(last=False)
@@ -106,7 +108,7 @@ class Learner:
             return torch.cat(chunks)
 
         with torch.inference_mode(), self.plan.autocast():
-            return self.cache.get(experience, compute).float().clone()
+            return self.cache.get(experience, compute).to(self.device).float().clone()
 
     def _image_batches(self, experience: Experience, batch_size: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         n = len(experience)

@@ -29,7 +29,7 @@ class ContinualModel(nn.Module):
 
     def lightweight_keys(self) -> list[str]:
         """Transform and head state keys: what travels when the backbone stays frozen."""
-        return [k for k in self.state_dict() if not k.startswith("backbone.")]
+        return [f"{part}.{k}" for part in ("transform", "head") for k in getattr(self, part).state_dict()]
 
     def encode(self, images: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.backbone(self.transform(images, task_ids))

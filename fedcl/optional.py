@@ -22,6 +22,6 @@ def require(module: str, extra: str, purpose: str, package: str | None = None) -
 
 
 def require_analysis(purpose: str = "this analysis command") -> None:
-    """Check that the ``analysis`` extra (matplotlib, pandas) is installed."""
-    require("pandas", "analysis", purpose)
-    require("matplotlib", "analysis", purpose)
+    """Check that the ``analysis`` extra (matplotlib, pandas, scipy) is installed."""
+    for module in ("pandas", "matplotlib", "scipy"):
+        require(module, "analysis", purpose)

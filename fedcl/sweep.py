@@ -163,15 +163,17 @@ def run_or_load(cfg: FedRunConfig, out: str | Path, quiet: bool = True) -> dict:
 PRELOAD = ["torch", "timm", "fedcl.cli", "fedcl.federation.simulation", "fedcl.federation.server_app", "fedcl.federation.client_app"]
 
 
-def _cell_process() -> multiprocessing.context.BaseContext:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # (read by the fork server when it starts)
+def _cell_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
 
 
-def _simulate(config_file: str, out: str, log_file: str) -> None:
-    """The body of a cell's process: ``fedcl simulate`` with stdout and stderr going to ``log_file``."""
+def _simulate(config_file: str, out: str, log_file: str, environ: dict[str, str]) -> None:
+    """The body of a cell's process: ``fedcl simulate`` in the caller's environment at the cell's start, with
+    stdout and stderr going to ``log_file``."""
+    os.environ.clear()
+    os.environ.update(environ)
     with open(log_file, "w") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -179,14 +181,13 @@ def _simulate(config_file: str, out: str, log_file: str) -> None:
     sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
     from fedcl.cli import main
 
-    code = main(["simulate", "--config", config_file, "--out", out, "--quiet"])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(main(["simulate", "--config", config_file, "--out", out, "--quiet"]))
 
 
 def run_cell(plan: SweepPlan, cell: Cell, root: Path, log=print) -> dict:
-    """Run one cell in its own ``fedcl simulate`` process unless its results exist; returns a status row."""
+    """Run one cell in its own ``fedcl simulate`` process unless its results exist; returns a status row.
+    A cell succeeded when it wrote results for its config (an exit code read by another thread's process
+    clean-up can be lost, so the files decide)."""
     cfg = plan.config(cell)
     out = root / cell.path
     if _done(cfg, out):
@@ -195,12 +196,12 @@ def run_cell(plan: SweepPlan, cell: Cell, root: Path, log=print) -> dict:
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     (out / "cell.json").write_text(json.dumps(cell.labels()))
     start = time.perf_counter()
-    process = _cell_process().Process(target=_simulate, args=(str(out / "config.json"), str(out), str(out / "log.txt")))
+    environ = {"HF_HUB_OFFLINE": "1", **os.environ}
+    process = _cell_context().Process(target=_simulate, args=(str(out / "config.json"), str(out), str(out / "log.txt"), environ))
     process.start()
     process.join()
     seconds = time.perf_counter() - start
-    ok = process.exitcode == 0 and (out / "results.json").exists()
-    status = "ok" if ok else f"failed (exit {process.exitcode}; see {out / 'log.txt'})"
+    status = "ok" if _done(cfg, out) else f"failed (exit {process.exitcode}; see {out / 'log.txt'})"
     log(f"{cell.path}: {status} in {seconds:.0f} s")
     return {**cell.labels(), "status": status, "seconds": round(seconds, 1)}
 

@@ -56,10 +56,8 @@ def test_an_edge_client_runs_without_any_extra(tmp_path):
         assert len(exp) > 0, "no training data"
         code = main(["train", "-q", "-p", "default", "-o", {str(tmp_path / "edge")!r}, *[a for o in {TINY!r} for a in ("--set", o)]])
         assert code == 0, code
-        print("extras imported:", sorted(m for m in BLOCKED if m in sys.modules))
     """)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "extras imported: []" in proc.stdout
+    assert proc.returncode == 0, proc.stderr[-3000:]  # any import of a blocked module raises in that process
     assert (tmp_path / "edge" / "results.json").exists()
 
 

@@ -164,11 +164,13 @@ def test_a_run_with_crashing_clients_completes_and_reports_failures(tmp_path):
 @pytest.mark.parametrize("head", ["linear", "ridge"])
 def test_a_frozen_client_encodes_each_sample_once_per_run(tmp_path, monkeypatch, head):
     """Head-only clients (no transform is learned) keep their backbone features across rounds and epochs: with
-    2 rounds per task and 2 epochs, the backbone still sees each training sample once."""
+    2 rounds per task and 2 local epochs, the backbone still sees each training sample once."""
     from fedcl.backbones.base import FrozenBackbone
+    from fedcl.builder import shared_feature_cache
     from fedcl.federation import client_app
 
-    cfg = config("method.name=head_only", f"model.head.name={head}", "train.epochs=2")
+    shared_feature_cache.cache_clear()  # a cold cache, whatever ran before in this process
+    cfg = config("method.name=head_only", f"model.head.name={head}", "federation.local_epochs=2")
     seen, role = {"train": 0}, ["server"]
     forward, train = FrozenBackbone.forward, client_app.handle_train
 

@@ -170,6 +170,8 @@ def test_statistics_travel_once_per_task_and_g_packed(tmp_path):
             first_round_of_task = (r - 1) % cfg.federation.rounds_per_task == 0
             assert (up > stats_bytes) == first_round_of_task, (r, pid, up)
             assert up < stats_bytes + d * d * 8 / 2  # the full G would not fit
+        for pid, down in row["per_client_down"].items():  # the sums stay on the server: clients gather their own
+            assert down < stats_bytes / 100, (r, pid, down)
     assert results["communication"]["collect_step"]["clients_contributed"] == 0
     assert results["communication"]["bytes_up_per_client_per_task"] > stats_bytes / cfg.federation.rounds_per_task
 

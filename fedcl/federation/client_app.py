@@ -65,8 +65,12 @@ def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_roun
     model, method = build_model(cfg, benchmark)
     # the learner first: its method unfreezes what it trains, which decides what the model exchanges
     learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
-    received = decode(msg.content["arrays"], model.exchanged_state(), source="global model")
+    sums_down = int(msg.content["config"].get("sums-down", 1))
+    received = decode(msg.content["arrays"], model.exchanged_state(), source="global model",
+                      optional=frozenset() if sums_down else frozenset(sum_keys(model)))
     load_state(model, received)
+    # sums the server kept: the client starts them at zero (the fresh model's) and replies with its changes
+    received = {**{k: v.clone() for k, v in model.exchanged_state().items() if k not in received}, **received}
     seen = seen_tasks(cfg, pid, server_round)
     model.seen_tasks = list(seen)
     learner.seen_classes.update(c for t in seen for c in benchmark.task_classes[t])

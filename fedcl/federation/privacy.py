@@ -92,12 +92,12 @@ def private_mean(global_state: dict[str, torch.Tensor], updates: list[ClientUpda
 def epsilons(noise_multiplier: float, sampled_per_round: list[int], num_clients: int, delta: float) -> list[float | None]:
     """epsilon at ``delta`` after each round (composed from round 1), from dp-accounting's RDP accountant;
     None where no noise is added (no finite guarantee)."""
+    if noise_multiplier <= 0:
+        return [None] * len(sampled_per_round)
     dp_accounting = require("dp_accounting", "privacy", "the privacy accountant of central DP", "dp-accounting")
     from dp_accounting.rdp import RdpAccountant
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # (its convergence notes for low orders)
-    if noise_multiplier <= 0:
-        return [None] * len(sampled_per_round)
     accountant = RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
     gaussian = dp_accounting.GaussianDpEvent(noise_multiplier / 2)  # replace-one: sensitivity 2C
     out = []

@@ -34,8 +34,9 @@ class Refused(Exception):
 
 
 def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, global_state: dict[str, torch.Tensor],
-               kinds: dict[str, str], backbone_crc: int | None) -> TrainReply:
-    """The reply's content, validated against the global model; raises :class:`Refused`."""
+               kinds: dict[str, str], backbone_crc: int | None, changes: frozenset[str] = frozenset()) -> TrainReply:
+    """The reply's content, validated against the global model; raises :class:`Refused`. Keys in ``changes``
+    (sums the client was not sent) carry the client's change, which is added to the global value here."""
     if msg.has_error():
         raise Refused(f"round {server_round} {who}: client error: {msg.error.reason.splitlines()[0]}")
     metrics = msg.content.metric_records.get("metrics")
@@ -55,6 +56,8 @@ def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, glo
         state = decode_update(msg.content.array_records["arrays"], global_state, cfg.federation.quantization, source, optional)
     except BadUpdateError as exc:
         raise Refused(str(exc), base) from None
+    if cfg.federation.quantization == "none":  # (a quantised update is decoded as global + update already)
+        state.update({k: global_state[k] + v for k, v in state.items() if k in changes})
     bound = cfg.federation.max_update_norm
     if bound is not None and (norm := update_norm(state, global_state, kinds)) > bound:
         raise Refused(f"{source}: update norm {norm:.3g} exceeds federation.max_update_norm={bound:g}", base)

@@ -68,13 +68,19 @@ def checked_checkpoint(cfg: FedRunConfig, path: Path, global_state: dict[str, to
     return ckpt, checked
 
 
+def require_extras(cfg: FedRunConfig) -> None:
+    """The optional packages the server of this run needs, checked before any work (one line naming the extra)."""
+    if cfg.federation.dp_noise_multiplier:
+        require("dp_accounting", "privacy", "the privacy accountant of central DP", "dp-accounting")
+
+
 def preflight(cfg: FedRunConfig, out: Path) -> None:
     """Everything that can fail on the user's input, checked before any simulation starts: data, backbone
     and weights, and (when resuming) the checkpoint. Caches make the ServerApp's own build free."""
+    require_extras(cfg)
+    require("flwr_datasets", "simulation", "splitting one shared dataset over clients (federation.partition)", "flwr-datasets")
     if cfg.federation.backend == "ray":
         require("ray", "simulation", "federation.backend=ray")
-    if cfg.federation.dp_noise_multiplier:
-        require("dp_accounting", "privacy", "the privacy accountant of central DP", "dp-accounting")
     *_, global_state = server_model(cfg)
     client_stream(cfg, 0)  # partitions the shared data for every client (cached for the run)
     if cfg.federation.resume:
@@ -208,12 +214,14 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
     """Run the federation (resuming from ``out``'s checkpoint if asked); returns the results and the final global state."""
     start = time.perf_counter()
     f = cfg.federation
+    require_extras(cfg)  # (a deployed ServerApp has no preflight)
     benchmark, model, method, global_state = server_model(cfg)
     full_state = {**{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
                   **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
     strategy = FedCLStrategy(cfg, global_state, model.aggregation_kinds(), message_bytes(encode(full_state, "none")),
                              backbone_crc=None if method.trains_backbone else model.backbone.fingerprint())
     evaluation = ServerEvaluation(cfg, benchmark, model, method)
+    strategy.sums_down = any(len(group["params"]) > 0 for group in evaluation.learner.param_groups)
     wait_for_nodes(grid, f.min_available_nodes or f.num_clients, f.node_wait_s)
     path = Path(out or "runs/federated") / STAGED_CHECKPOINT_FILE  # becomes CHECKPOINT_FILE when the run succeeds
     first_round, run_token = start_or_resume(cfg, strategy, evaluation, path)

@@ -26,11 +26,14 @@ def backend_config(cfg: FedRunConfig) -> dict[str, Any]:
     f = cfg.federation
     resources: dict[str, float] = {"num_cpus": f.client_num_cpus, "num_gpus": f.client_num_gpus}
     # address "local": always a new cluster of this run's size. Without it, ray.init() joins any cluster that
-    # `ray start` left running on this machine, with that cluster's CPUs instead of federation.ray_num_cpus.
-    init_args: dict[str, Any] = {"address": "local", "include_dashboard": False, "logging_level": "error", "log_to_driver": False}
+    # `ray start` left running on this machine, with that cluster's CPUs instead of federation.ray_num_cpus
+    # (RAY_ADDRESS, as `ray job submit` sets it, still chooses the cluster when federation.ray_address is unset).
+    init_args: dict[str, Any] = {"include_dashboard": False, "logging_level": "error", "log_to_driver": False}
+    if not os.environ.get("RAY_ADDRESS"):
+        init_args["address"] = "local"
     if f.ray_num_cpus:
         init_args["num_cpus"] = f.ray_num_cpus
-    if f.ray_address:
+    if f.ray_address and f.ray_address != "local":
         init_args = {"address": f.ray_address}
     return {"client_resources": resources, "init_args": init_args}
 

@@ -48,15 +48,22 @@ class FedCLStrategy:
         self.stats_accepted: dict[int, int] = {}
         self.checkpointed_round = 0  # the server's last checkpoint (clients keep the state a resume would load)
         self.collected = False  # the final collect step is done
+        #: whether train messages carry the global sums. Clients that learn nothing by gradient (a statistical head
+        #: on frozen features) never read them: they gather their own statistics and reply with the *changes*, so
+        #: the sums stay on the server (``run_server`` turns this off for them; see :meth:`train_messages`)
+        self.sums_down = True
 
     def discover(self, grid: Grid, timeout: float) -> None:
         self.population.discover(grid, timeout)
 
     # ------------------------------------------------------------------ train
     def train_messages(self, server_round: int, config: ConfigRecord, grid: Grid) -> list[Message]:
-        """The global state (quantised if asked) for the clients sampled this round."""
-        payload = encode(self.global_state, self.cfg.federation.quantization)
+        """The global state (quantised if asked) for the clients sampled this round; without the summed statistics
+        unless clients need them (``sums_down``): then each reply carries its statistics' changes."""
+        state = self.global_state if self.sums_down else {k: v for k, v in self.global_state.items() if k not in self.sum_keys}
+        payload = encode(state, self.cfg.federation.quantization)
         config["server-round"] = server_round
+        config["sums-down"] = int(self.sums_down)
         messages = [Message(RecordDict({"arrays": payload, "config": self._client_config(config, node)}), node, MessageType.TRAIN)
                     for node in self.population.sample(server_round, grid)]
         self.recorder.sent_train(server_round, {m.metadata.dst_node_id: message_bytes(m) for m in messages}, message_bytes(payload))
@@ -73,7 +80,9 @@ class FedCLStrategy:
     def _read(self, server_round: int, msg: Message) -> TrainReply | None:
         node = msg.metadata.src_node_id
         try:
-            reply = read_reply(msg, server_round, self.population.who(node), self.cfg, self.global_state, self.kinds, self.backbone_crc)
+            changes = frozenset() if self.sums_down else self.sum_keys
+            reply = read_reply(msg, server_round, self.population.who(node), self.cfg, self.global_state, self.kinds, self.backbone_crc,
+                               changes)
         except Refused as exc:
             self.recorder.reject(str(exc))
             reply = exc.reply
