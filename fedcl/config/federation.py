@@ -11,6 +11,11 @@ from fedcl.config.values import (
 from fedcl.errors import ConfigError
 
 
+def ray_is_local(address: str | None) -> bool:
+    """True when ``federation.ray_address`` means a new cluster on this machine (unset, empty or "local")."""
+    return address in (None, "", "local")
+
+
 class FederationConfig(Section):
     num_clients: Count = 10
     rounds_per_task: integer(1, 10_000) = 3
@@ -66,7 +71,7 @@ class FederationConfig(Section):
             raise ConfigError(f"federation.dp_clipping_norm works with federation.aggregation='weighted' (clipped mean), not {self.aggregation!r}")
         if self.resume and self.checkpoint_every == 0:
             raise ConfigError("federation.resume=true needs checkpoints: federation.checkpoint_every is 0")
-        if self.ray_num_cpus is not None and self.client_num_cpus > self.ray_num_cpus and self.ray_address is None:
+        if self.ray_num_cpus is not None and self.client_num_cpus > self.ray_num_cpus and ray_is_local(self.ray_address):
             raise ConfigError(f"federation.client_num_cpus={self.client_num_cpus} exceeds federation.ray_num_cpus={self.ray_num_cpus}: "
                               "Ray could place no client")
         return self

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from fedcl.config.federation import ray_is_local
 from fedcl.errors import ConfigError
 
 
@@ -52,7 +53,7 @@ def check_device(train: Any, machine: Machine) -> None:
 def check_resources(federation: Any, machine: Machine) -> None:
     """Ray resources a local simulation asks for (a cluster at ``ray_address`` has its own)."""
     f = federation
-    if f.backend != "ray" or f.ray_address is not None:
+    if f.backend != "ray" or not ray_is_local(f.ray_address):
         return
     if f.client_num_cpus > machine.cpus:
         raise ConfigError(f"federation.client_num_cpus={f.client_num_cpus:g} exceeds the {machine.cpus} CPUs of this machine: "

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from fedcl.config.federation import ray_is_local
 from fedcl.optional import require
 from fedcl.errors import FedclError
 from fedcl.federation.settings import FedRunConfig
@@ -85,7 +86,7 @@ def check_ray_cluster(cfg: FedRunConfig) -> None:
     """The configured cluster is reachable and can host at least one client (one clear error otherwise)."""
     require("ray", "simulation", "federation.backend=ray")
     f = cfg.federation
-    local = f.ray_address in (None, "", "local")
+    local = ray_is_local(f.ray_address)
     available = local_resources(cfg) if local else cluster_resources(f.ray_address, CONNECT_TIMEOUT_S)
     where = "this machine's Ray cluster" if local else f"the Ray cluster at {f.ray_address}"
     for key, name, need in (("CPU", "client_num_cpus", f.client_num_cpus), ("GPU", "client_num_gpus", f.client_num_gpus)):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fedcl.config.federation import ray_is_local
 from fedcl.optional import require
 from fedcl.federation.ray_cluster import check_ray_cluster, start_ray
 from fedcl.federation.settings import FedRunConfig
@@ -33,7 +34,7 @@ def backend_config(cfg: FedRunConfig) -> dict[str, Any]:
         init_args["address"] = "local"
     if f.ray_num_cpus:
         init_args["num_cpus"] = f.ray_num_cpus
-    if f.ray_address and f.ray_address != "local":
+    if not ray_is_local(f.ray_address):
         init_args = {"address": f.ray_address}
     return {"client_resources": resources, "init_args": init_args}
 
