@@ -103,7 +103,7 @@ def test_crashing_and_late_clients_on_ray(tmp_path):
     """On Flower's Ray engine: a crash every round and one reply after the round's timeout; the run completes."""
     faults = ["1:0", "2:1", "3:2", "4:0", "3:1:timeout"]
     cfg = build_config("fedsmoke", None, OVERRIDES + ["federation.fraction_train=1.0", f"federation.fault_schedule={json.dumps(faults)}",
-                                                      "federation.round_timeout_s=20", "federation.evaluate_clients=false",
+                                                      "federation.round_timeout_s=40", "federation.evaluate_clients=false",
                                                       'federation.device_profiles=["server"]'], schema=FedRunConfig)
     results = run_ray_simulation(cfg, tmp_path)
     rows = {row["round"]: row for row in results["communication"]["per_round"]}
