@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from fedcl.optional import require
+from fedcl.optional import require_partitioners
 from fedcl.backbones import FrozenBackbone, create_backbone
 from fedcl.config import FedRunConfig, RunConfig, config_from_dict
 from fedcl.data import Benchmark, build_benchmark, load_dataset
@@ -131,7 +131,7 @@ def benchmark_for(cfg: FedRunConfig) -> Benchmark:
 
 @functools.lru_cache(maxsize=2)
 def _streams(key: str) -> list[list[Experience]]:
-    require("flwr_datasets", "simulation", "splitting one shared dataset over clients (federation.partition)", "flwr-datasets")
+    require_partitioners()
     from fedcl.federation.partitions import client_streams
 
     cfg = _cfg_from(json.loads(key))

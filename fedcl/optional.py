@@ -25,3 +25,18 @@ def require_analysis(purpose: str = "this analysis command") -> None:
     """Check that the ``analysis`` extra (matplotlib, pandas, scipy) is installed."""
     for module in ("pandas", "matplotlib", "scipy"):
         require(module, "analysis", purpose)
+
+
+def require_ray() -> ModuleType:
+    """Ray, for ``federation.backend=ray`` (the ``simulation`` extra)."""
+    return require("ray", "simulation", "federation.backend=ray")
+
+
+def require_partitioners() -> ModuleType:
+    """flwr-datasets, to split one shared dataset over clients (the ``simulation`` extra)."""
+    return require("flwr_datasets", "simulation", "splitting one shared dataset over clients (federation.partition)", "flwr-datasets")
+
+
+def require_accountant() -> ModuleType:
+    """dp-accounting, the privacy accountant of central DP (the ``privacy`` extra)."""
+    return require("dp_accounting", "privacy", "the privacy accountant of central DP", "dp-accounting")

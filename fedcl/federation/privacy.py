@@ -38,7 +38,7 @@ import logging
 import numpy as np
 import torch
 
-from fedcl.optional import require
+from fedcl.optional import require_accountant
 from fedcl.errors import ConfigError
 from fedcl.federation.aggregation import ClientUpdate, _row_weights, averaged_float_keys
 from fedcl.federation.flower_adapter import clip_flat, gaussian_noise_std
@@ -94,7 +94,7 @@ def epsilons(noise_multiplier: float, sampled_per_round: list[int], num_clients:
     None where no noise is added (no finite guarantee)."""
     if noise_multiplier <= 0:
         return [None] * len(sampled_per_round)
-    dp_accounting = require("dp_accounting", "privacy", "the privacy accountant of central DP", "dp-accounting")
+    dp_accounting = require_accountant()
     from dp_accounting.rdp import RdpAccountant
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # (its convergence notes for low orders)

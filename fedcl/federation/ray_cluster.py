@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcl.config.federation import ray_is_local
-from fedcl.optional import require
+from fedcl.optional import require_ray
 from fedcl.errors import FedclError
 from fedcl.federation.settings import FedRunConfig
 
@@ -84,7 +84,6 @@ def local_resources(cfg: FedRunConfig) -> dict[str, float]:
 
 def check_ray_cluster(cfg: FedRunConfig) -> None:
     """The configured cluster is reachable and can host at least one client (one clear error otherwise)."""
-    require("ray", "simulation", "federation.backend=ray")
     f = cfg.federation
     local = ray_is_local(f.ray_address)
     available = local_resources(cfg) if local else cluster_resources(f.ray_address, CONNECT_TIMEOUT_S)
@@ -99,7 +98,7 @@ def check_ray_cluster(cfg: FedRunConfig) -> None:
 def start_ray(init_args: dict[str, Any]) -> None:
     """Start (or connect to) Ray before Flower does, keeping this process's signal handlers: ``ray.init`` replaces
     SIGTERM's with ``sys.exit``, which would leave Ray's shutdown noise and a run that ignores the stop."""
-    ray = require("ray", "simulation", "federation.backend=ray")
+    ray = require_ray()
 
     if ray.is_initialized():
         return

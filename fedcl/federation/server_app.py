@@ -16,7 +16,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from fedcl.optional import require
+from fedcl.optional import require_accountant, require_partitioners, require_ray
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
 from fedcl.errors import FedclError
 from fedcl.federation.accounting import message_bytes
@@ -71,16 +71,16 @@ def checked_checkpoint(cfg: FedRunConfig, path: Path, global_state: dict[str, to
 def require_extras(cfg: FedRunConfig) -> None:
     """The optional packages the server of this run needs, checked before any work (one line naming the extra)."""
     if cfg.federation.dp_noise_multiplier:
-        require("dp_accounting", "privacy", "the privacy accountant of central DP", "dp-accounting")
+        require_accountant()
 
 
 def preflight(cfg: FedRunConfig, out: Path) -> None:
     """Everything that can fail on the user's input, checked before any simulation starts: data, backbone
     and weights, and (when resuming) the checkpoint. Caches make the ServerApp's own build free."""
     require_extras(cfg)
-    require("flwr_datasets", "simulation", "splitting one shared dataset over clients (federation.partition)", "flwr-datasets")
+    require_partitioners()
     if cfg.federation.backend == "ray":
-        require("ray", "simulation", "federation.backend=ray")
+        require_ray()
     *_, global_state = server_model(cfg)
     client_stream(cfg, 0)  # partitions the shared data for every client (cached for the run)
     if cfg.federation.resume:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcl.config.federation import ray_is_local
-from fedcl.optional import require
+from fedcl.optional import require_ray
 from fedcl.federation.ray_cluster import check_ray_cluster, start_ray
 from fedcl.federation.settings import FedRunConfig
 from fedcl.outputs import file_identity, prepare_out_dir, promote, recover_dir, staged
@@ -115,7 +115,7 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = Fal
     """Simulate ``cfg.federation.num_clients`` SuperNodes on Ray; returns (and writes) the results.
 
     ``quiet`` keeps Flower's warnings and errors but drops its info log."""
-    require("ray", "simulation", "federation.backend=ray")
+    require_ray()
     from flwr.simulation import run_simulation
 
     from fedcl.federation.client_app import build_client_app
