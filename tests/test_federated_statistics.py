@@ -159,8 +159,9 @@ def test_a_stopped_run_resumes_without_double_counting(tmp_path, monkeypatch):
 
 
 def test_statistics_travel_once_per_task_and_g_packed(tmp_path):
+    # (with factors off: these clients are small enough to send G as a factor, tests/test_gram_factor.py)
     cfg = config("federation.partition=iid", "federation.fraction_train=1.0", 'federation.device_profiles=["server"]',
-                 "federation.boundary_jitter=0")
+                 "federation.boundary_jitter=0", "federation.gram_factor=false")
     results = run_federated(cfg, tmp_path, quiet=True)
     d, k = 1280, 6
     stats_bytes = 8 * (k + k * d + d * (d + 1) // 2)  # counts, sums, packed upper triangle of G (float64)

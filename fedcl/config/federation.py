@@ -31,6 +31,7 @@ class FederationConfig(Section):
     fraction_train: real(gt=0, le=1) = 1.0
     min_available_nodes: CountOrZero = 0  # 0 -> num_clients
     quantization: Quantization = "none"
+    gram_factor: Flag = True  # a client with few samples sends its Gram change as an n x D factor (docs/federated_statistics.md)
     aggregation: Name = "weighted"  # a registered aggregator, checked where it is built
     trim_fraction: real(ge=0, lt=0.5) = 0.2  # trimmed_mean: share of clients cut at each end, per coordinate
     krum_byzantine: CountOrZero = 1  # krum: how many malicious clients to tolerate

@@ -8,7 +8,8 @@ Only the exchanged (lightweight) state is aggregated. Each key has a kind
 - ``task:k``: combined over the clients that trained task k (weight = its samples);
 - ``examples``: combined over every client that trained (weight = its samples);
 - ``sum``: sufficient statistics; the global value plus the sum of the clients' changes. A reply may
-  omit a 'sum' key: it has no new statistics (zero change).
+  omit a 'sum' key: it has no new statistics (zero change). A packed Gram change may come as a low-rank
+  factor R instead (``ClientUpdate.factors``; the change is RᵀR, :mod:`fedcl.federation.factors`).
 
 Where no client contributed, the global value is kept; :class:`Combined` says where that was
 (``touched``), so that a server optimiser moves only what was trained. The aggregator for a part
@@ -17,11 +18,13 @@ Where no client contributed, the global value is kept; :class:`Combined` says wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
 
 from fedcl.federation.aggregators import Aggregator, create_aggregator
+from fedcl.federation.factors import factor_gram
 
 
 @dataclass
@@ -30,6 +33,8 @@ class ClientUpdate:
     num_examples: int
     class_counts: list[int]
     task_examples: list[int]
+    #: 'sum' keys whose change came as a factor R (the change is pack(RᵀR)); such a key is not in ``state``
+    factors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,10 +83,19 @@ def combine_key(current: torch.Tensor, values: list[torch.Tensor], weights: torc
     return out.reshape(current.shape).to(current.dtype), mask
 
 
+def total_change(like: torch.Tensor, changes: Iterable[torch.Tensor], factors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum (float64) of the clients' changes of one 'sum' key: the packed ones in their order, then the
+    factors' pack(RᵀR), in their order (the caller's fixed partition order: the same sums whatever the arrival)."""
+    total = sum((c.double() for c in changes), torch.zeros_like(like, dtype=torch.float64))
+    return total + factor_gram(factors, factors[0].shape[1]) if factors else total
+
+
 def add_changes(current: torch.Tensor, key: str, updates: list[ClientUpdate]) -> torch.Tensor:
-    """Sufficient statistics: global + sum over the clients of (their value - global); omitted = no change."""
+    """Sufficient statistics: global + sum over the clients of (their value - global) or of their factor's
+    change; omitted = no change."""
     g = current.double()
-    return (g + sum((u.state[key].double() - g for u in updates if key in u.state), torch.zeros_like(g))).to(current.dtype)
+    changes = (u.state[key].double() - g for u in updates if key in u.state)
+    return (g + total_change(g, changes, [u.factors[key] for u in updates if key in u.factors])).to(current.dtype)
 
 
 def combine(global_state: dict[str, torch.Tensor], updates: list[ClientUpdate], kinds: dict[str, str],

@@ -27,6 +27,7 @@ from fedcl.builder import (
 from fedcl.federation.app_config import resolve_config
 from fedcl.federation.client_state import load_client_state, save_client_state
 from fedcl.federation.codec import decode, encode, encode_update
+from fedcl.federation.factors import accepts_factors, attach_factors, gram_rows, record_gram_rows
 from fedcl.federation.faults import fault_mod, has_faults
 from fedcl.federation.pending import PendingStatistics
 from fedcl.federation.profiles import client_profile, is_unavailable
@@ -139,21 +140,24 @@ def catch_up(cfg: FedRunConfig, learner: Learner, pid: int, tasks: list[int], ro
     return added
 
 
-def outgoing_state(model, received: dict, pending: PendingStatistics | None, server_round: int) -> dict:
-    """The exchanged state to send: 'sum' keys as the received global plus every unconfirmed change (this
-    round's new statistics included), or left out when there is none (the server then changes nothing)."""
+def outgoing_state(model, received: dict, pending: PendingStatistics | None, server_round: int,
+                   factors: bool = False) -> tuple[dict, dict]:
+    """(exchanged state, Gram factors) to send: 'sum' keys as the received global plus every unconfirmed change
+    (this round's new statistics included), or left out when there is none (the server then changes nothing);
+    with ``factors``, a Gram change from few samples is left out of the state and sent as a factor instead
+    (:mod:`fedcl.federation.factors`)."""
     local = model.exchanged_state()
     if pending is None:
-        return local
+        return local, {}
     keys = sum_keys(model)
-    pending.add({k: local[k].double() - received[k].double() for k in keys})
-    changes = pending.send(server_round)
+    pending.add({k: local[k].double() - received[k].double() for k in keys}, gram_rows(model, received))
+    changes, factored = pending.send(server_round, factors)
     for k in keys:
         if k in changes:
             local[k] = (received[k].double() + changes[k]).to(local[k].dtype)
         else:
             del local[k]
-    return local
+    return local, factored
 
 
 def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_state_dir: str | Path | None = None) -> Message:
@@ -177,10 +181,12 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     restore_client_state(learner, context, folder, pid, server_round, run_token)
     if pending is not None:
         pending.confirm(int(config.get("stats-accepted-round", 0)))
+    record_gram_rows(model, config)
     stats = learner.train_experience(experience)
     catch_up(cfg, learner, pid, seen, root)
-    update = encode_update(outgoing_state(model, received, pending, server_round), received, cfg.federation.quantization,
-                           derived_seed(cfg.seed, pid, server_round))
+    state, factors = outgoing_state(model, received, pending, server_round, accepts_factors(config))
+    update = attach_factors(encode_update(state, received, cfg.federation.quantization, derived_seed(cfg.seed, pid, server_round)),
+                            factors)
 
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
     record["rounds-trained"] = int(record["rounds-trained"]) + 1
@@ -229,14 +235,15 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     folder, run_token = state_dir(context, default_state_dir), str(config.get("run-token", ""))
     restore_client_state(learner, context, folder, pid, server_round, run_token)
     pending.confirm(int(config.get("stats-accepted-round", 0)))
+    record_gram_rows(model, config)
     before = {k: v.double().clone() for k, v in model.exchanged_state().items() if k in keys}
     added = catch_up(cfg, learner, pid, seen_tasks(cfg, pid, int(config["last-round"])), root)
     now = model.exchanged_state()
-    pending.add({k: now[k].double() - before[k] for k in keys})
-    changes = pending.send(server_round)
+    pending.add({k: now[k].double() - before[k] for k in keys}, gram_rows(model, before))
+    changes, factors = pending.send(server_round, accepts_factors(config))
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
     save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token, keep_since(config))
-    return _reply(msg, {**base, "num-examples": added}, encode(changes) if changes else None)
+    return _reply(msg, {**base, "num-examples": added}, attach_factors(encode(changes), factors) if changes or factors else None)
 
 
 def handle_evaluate(cfg: FedRunConfig, msg: Message, context: Context) -> Message:

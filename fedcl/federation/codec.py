@@ -20,6 +20,8 @@ from flwr.app import Array, ArrayRecord
 from fedcl.errors import FedclError
 
 QPARAMS = "::qparams"
+#: suffix of a Gram change sent as a low-rank factor (read by :mod:`fedcl.federation.factors`, skipped here)
+FACTOR = "::factor"
 #: dtypes a tensor may travel as, by the model's dtype (float32 may be quantised to fp16 or int8 codes)
 _WIRE_DTYPES = {torch.float32: (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.int8))}
 _NUMPY_OF = {torch.float64: np.dtype(np.float64), torch.float16: np.dtype(np.float16), torch.int64: np.dtype(np.int64),
@@ -87,8 +89,8 @@ def decode_update(record: ArrayRecord, global_state: dict[str, torch.Tensor], qu
 def decode(record: ArrayRecord, reference: dict[str, torch.Tensor], source: str = "update",
            optional: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
     """Decode and validate against ``reference`` (same keys and shapes, finite values); keys in
-    ``optional`` may be left out (a client without new statistics)."""
-    keys = [k for k in record if not k.endswith(QPARAMS)]
+    ``optional`` may be left out (a client without new statistics). Factors (``<key>::factor``) are not read here."""
+    keys = [k for k in record if not k.endswith((QPARAMS, FACTOR))]
     missing = sorted(set(reference) - set(keys) - optional)
     extra = sorted(set(keys) - set(reference))
     if missing or extra:

@@ -10,6 +10,7 @@ from flwr.app import Message
 from fedcl.config import FedRunConfig
 from fedcl.federation.aggregation import ClientUpdate, update_norm
 from fedcl.federation.codec import BadUpdateError, decode, decode_update
+from fedcl.federation.factors import read_factors
 
 
 @dataclass
@@ -34,9 +35,11 @@ class Refused(Exception):
 
 
 def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, global_state: dict[str, torch.Tensor],
-               kinds: dict[str, str], backbone_crc: int | None, changes: frozenset[str] = frozenset()) -> TrainReply:
+               kinds: dict[str, str], backbone_crc: int | None, changes: frozenset[str] = frozenset(),
+               factor_dims: dict[str, int] | None = None) -> TrainReply:
     """The reply's content, validated against the global model; raises :class:`Refused`. Keys in ``changes``
-    (sums the client was not sent) carry the client's change, which is added to the global value here."""
+    (sums the client was not sent) carry the client's change, which is added to the global value here.
+    Keys in ``factor_dims`` may come as Gram factors (:mod:`fedcl.federation.factors`), kept as they are."""
     if msg.has_error():
         raise Refused(f"round {server_round} {who}: client error: {msg.error.reason.splitlines()[0]}")
     metrics = msg.content.metric_records.get("metrics")
@@ -53,6 +56,7 @@ def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, glo
         raise Refused(f"{source}: no 'arrays'", base)
     optional = frozenset(k for k, kind in kinds.items() if kind == "sum")  # no new statistics: no change
     try:
+        factors = read_factors(msg.content.array_records["arrays"], factor_dims or {}, source)
         state = decode_update(msg.content.array_records["arrays"], global_state, cfg.federation.quantization, source, optional)
     except BadUpdateError as exc:
         raise Refused(str(exc), base) from None
@@ -61,12 +65,14 @@ def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, glo
     bound = cfg.federation.max_update_norm
     if bound is not None and (norm := update_norm(state, global_state, kinds)) > bound:
         raise Refused(f"{source}: update norm {norm:.3g} exceeds federation.max_update_norm={bound:g}", base)
-    update = ClientUpdate(state, n, list(metrics["class-counts"]), list(metrics["task-examples"]))
+    update = ClientUpdate(state, n, list(metrics["class-counts"]), list(metrics["task-examples"]), factors)
     return TrainReply(pid, base.task, update, False, float(metrics["train-time-s"]), float(metrics["loss"]))
 
 
-def read_collect_reply(msg: Message, server_round: int, who: str, reference: dict[str, torch.Tensor]) -> tuple[int, dict[str, torch.Tensor]]:
-    """(client, its statistics' changes) of a collect-step reply, validated against the 'sum' state; raises :class:`Refused`."""
+def read_collect_reply(msg: Message, server_round: int, who: str, reference: dict[str, torch.Tensor],
+                       factor_dims: dict[str, int] | None = None) -> tuple[int, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(client, its statistics' packed changes, its Gram factors) of a collect-step reply, validated against
+    the 'sum' state and ``factor_dims``; raises :class:`Refused`."""
     if msg.has_error():
         raise Refused(f"collect step (round {server_round}) {who}: client error: {msg.error.reason.splitlines()[0]}")
     metrics = msg.content.metric_records.get("metrics")
@@ -74,8 +80,9 @@ def read_collect_reply(msg: Message, server_round: int, who: str, reference: dic
         raise Refused(f"collect step (round {server_round}) {who}: reply without 'metrics'")
     pid = int(metrics["partition-id"])
     if "arrays" not in msg.content.array_records:
-        return pid, {}
+        return pid, {}, {}
+    record, source = msg.content.array_records["arrays"], f"client {pid} (collect step)"
     try:
-        return pid, decode(msg.content.array_records["arrays"], reference, f"client {pid} (collect step)", frozenset(reference))
+        return pid, decode(record, reference, source, frozenset(reference)), read_factors(record, factor_dims or {}, source)
     except BadUpdateError as exc:
         raise Refused(str(exc)) from None

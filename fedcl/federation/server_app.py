@@ -24,6 +24,7 @@ from fedcl.federation.app_config import resolve_config
 from fedcl.federation.checkpoint import (CHECKPOINT_FILE, STAGED_CHECKPOINT_FILE, Checkpoint, CheckpointError, check_state, load_checkpoint,
                                          resume_path, save_checkpoint)
 from fedcl.federation.codec import encode
+from fedcl.federation.factors import factors_allowed, gram_dims
 from fedcl.federation.privacy import epsilons, noise_std
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.strategy import FedCLStrategy
@@ -220,6 +221,7 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
                   **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
     strategy = FedCLStrategy(cfg, global_state, model.aggregation_kinds(), message_bytes(encode(full_state, "none")),
                              backbone_crc=None if method.trains_backbone else model.backbone.fingerprint())
+    strategy.factor_dims = gram_dims(model) if factors_allowed(f) else {}  # (before a method swaps the head)
     evaluation = ServerEvaluation(cfg, benchmark, model, method)
     strategy.sums_down = any(len(group["params"]) > 0 for group in evaluation.learner.param_groups)
     wait_for_nodes(grid, f.min_available_nodes or f.num_clients, f.node_wait_s)

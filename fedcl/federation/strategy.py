@@ -19,9 +19,10 @@ from flwr.common import MessageType, log
 from flwr.serverapp import Grid
 
 from fedcl.federation.accounting import message_bytes
-from fedcl.federation.aggregation import ClientUpdate, combine
+from fedcl.federation.aggregation import ClientUpdate, combine, total_change
 from fedcl.federation.aggregators import check_aggregator, create_aggregator
 from fedcl.federation.codec import encode
+from fedcl.federation.factors import CONFIG_KEY as FACTOR_CONFIG_KEY
 from fedcl.federation.population import Population
 from fedcl.federation.privacy import private_mean, refuse_sums
 from fedcl.federation.profiles import client_profile, simulated_client_time
@@ -52,6 +53,9 @@ class FedCLStrategy:
         #: on frozen features) never read them: they gather their own statistics and reply with the *changes*, so
         #: the sums stay on the server (``run_server`` turns this off for them; see :meth:`train_messages`)
         self.sums_down = True
+        #: {packed-Gram key: D} that clients may send as a low-rank factor (``run_server`` sets it from the model,
+        #: empty where :func:`fedcl.federation.factors.factors_allowed` says no); empty: packed only
+        self.factor_dims: dict[str, int] = {}
 
     def discover(self, grid: Grid, timeout: float) -> None:
         self.population.discover(grid, timeout)
@@ -75,6 +79,7 @@ class FedCLStrategy:
         if self.sum_keys:
             out["stats-accepted-round"] = self.stats_accepted.get(self.population.node_to_client[node], 0)
             out["checkpoint-round"] = self.checkpointed_round
+            out[FACTOR_CONFIG_KEY] = int(bool(self.factor_dims))
         return out
 
     def _read(self, server_round: int, msg: Message) -> TrainReply | None:
@@ -82,7 +87,7 @@ class FedCLStrategy:
         try:
             changes = frozenset() if self.sums_down else self.sum_keys
             reply = read_reply(msg, server_round, self.population.who(node), self.cfg, self.global_state, self.kinds, self.backbone_crc,
-                               changes)
+                               changes, self.factor_dims)
         except Refused as exc:
             self.recorder.reject(str(exc))
             reply = exc.reply
@@ -111,7 +116,7 @@ class FedCLStrategy:
         quorum = len(trained) >= f.min_train_replies
         if quorum:
             self.global_state = self._combine(server_round, [r.update for r in trained])
-            self.stats_accepted.update({r.pid: server_round for r in trained if self.sum_keys & set(r.update.state)})
+            self.stats_accepted.update({r.pid: server_round for r in trained if self.sum_keys & {*r.update.state, *r.update.factors}})
         else:
             log(WARNING, "fedcl: round %s: %s valid update(s), fewer than federation.min_train_replies=%s; the global model is kept",
                 server_round, len(trained), f.min_train_replies)
@@ -168,19 +173,21 @@ class FedCLStrategy:
     def aggregate_collect(self, server_round: int, replies: Iterable[Message]) -> dict:
         """Add the statistics of the valid collect replies (their 'sum' changes); returns the step's figures."""
         reference = {k: v for k, v in self.global_state.items() if k in self.sum_keys}
-        changes, contributed = [], []
+        changes, factors, contributed = [], [], []
         for msg in sorted(replies, key=lambda m: self.population.order_key(m.metadata.src_node_id)):
             try:
-                pid, change = read_collect_reply(msg, server_round, self.population.who(msg.metadata.src_node_id), reference)
+                pid, change, factor = read_collect_reply(msg, server_round, self.population.who(msg.metadata.src_node_id), reference,
+                                                         self.factor_dims)
             except Refused as exc:
                 self.recorder.reject(str(exc))
                 continue
             self.recorder.exchanged(server_round, pid, msg.metadata.src_node_id, message_bytes(msg))
-            if change:
+            if change or factor:
                 changes.append(change)
+                factors.append(factor)
                 contributed.append(pid)
         for key, current in reference.items():
-            total = sum((c[key].double() for c in changes if key in c), torch.zeros_like(current, dtype=torch.float64))
+            total = total_change(current, (c[key] for c in changes if key in c), [f[key] for f in factors if key in f])
             self.global_state[key] = (current.double() + total).to(current.dtype)
         self.stats_accepted.update({pid: server_round for pid in contributed})
         self.collected = True

@@ -59,6 +59,9 @@ class StatisticalHead(Head):
             self.register_buffer("gram", torch.zeros(packed_size(self.statistic_dim), dtype=STATS_DTYPE))
         self._cache_key: tuple | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: the statistic vectors observed since :meth:`record_rows` (None: not recorded, or over the limit)
+        self._rows: list[torch.Tensor] | None = None
+        self._row_limit = 0
 
     # ------------------------------------------------------------------ statistics
     def statistics_of(self, features: torch.Tensor) -> torch.Tensor:
@@ -74,6 +77,25 @@ class StatisticalHead(Head):
         self.sums.index_add_(0, labels, h)
         if self.uses_gram:
             self.gram += pack_upper(h.T @ h)
+        if self._rows is not None:
+            self._keep_rows(h)
+
+    def record_rows(self, limit: int) -> None:
+        """Keep the statistic vectors observed from now on, up to ``limit`` of them (a federated client
+        that gathered few samples uploads its Gram change as a factor: :mod:`fedcl.federation.factors`)."""
+        self._rows, self._row_limit = [], limit
+
+    def _keep_rows(self, h: torch.Tensor) -> None:
+        self._rows.append(h.detach().clone())
+        if sum(len(r) for r in self._rows) > self._row_limit:
+            self._rows = None  # too many: the Gram change travels packed
+
+    def observed_rows(self) -> torch.Tensor | None:
+        """The (n, statistic_dim) vectors observed since :meth:`record_rows`: their Gram matrix is the change
+        of ``gram`` since then. None when not recorded or when there were more than ``limit``."""
+        if self._rows is None:
+            return None
+        return torch.cat(self._rows) if self._rows else self.gram.new_zeros(0, self.statistic_dim)
 
     def gram_matrix(self) -> torch.Tensor:
         return unpack_upper(self.gram, self.statistic_dim)
