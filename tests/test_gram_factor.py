@@ -1,0 +1,170 @@
+"""A client with few samples uploads its Gram change as a low-rank factor (fedcl/federation/factors.py): the
+federated head is the one the packed upload gives, the upload is far smaller, a client with many samples still
+sends packed G, and a malformed factor is refused like any bad update (real ServerApp, ClientApp and Flower
+messages, in-process backend)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common import MessageType
+
+from fedcl.builder import benchmark_for, build_learner, build_model, client_stream
+from fedcl.federation.client_app import handle_query, handle_train, partition_id
+from fedcl.federation.codec import encode
+from fedcl.federation.factors import GRAM_KEY, factor_gram, gram_factor
+from fedcl.federation.flower_adapter import task_identity
+from fedcl.federation.inline import run_inline
+from fedcl.federation.pending import PendingStatistics
+from fedcl.federation.server_app import build_server_app, server_model
+from fedcl.federation.settings import FedRunConfig
+from fedcl.federation.simulation import run_federated
+from fedcl.heads.statistics import pack_upper
+from tests.test_federated_statistics import assert_same_head, config, federated_model, rel_diff
+
+FULL = ["federation.partition=iid", "federation.fraction_train=1.0", 'federation.device_profiles=["server"]',
+        "federation.boundary_jitter=0"]
+FACTOR = GRAM_KEY + "::factor"
+
+
+def test_the_factor_is_exact_and_a_function_of_the_gram_matrix_alone():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.relu(torch.randn(5, 12, generator=g, dtype=torch.float64))
+    rows[:, 3] = 0  # an all-zero feature, as ReLU features often have
+    factor = gram_factor(rows)
+    assert factor.shape == (5, 12) and factor.dtype == torch.float64
+    assert rel_diff(factor.T @ factor, rows.T @ rows) <= 1e-13
+    rotation, _ = torch.linalg.qr(torch.randn(5, 5, generator=g, dtype=torch.float64))
+    assert rel_diff(gram_factor(rotation @ rows), factor) <= 1e-10  # other rows, same G: the same factor
+    assert gram_factor(torch.cat([rows, rows[:1]])).shape[0] == 5  # rank 5 of 6 rows: 5 rows
+    blocks = [rows[:2], rows[2:], factor]
+    assert rel_diff(factor_gram(blocks, 12), pack_upper(2 * rows.T @ rows)) <= 1e-13
+
+
+def test_pending_keeps_a_factor_up_to_d_over_2_rows_then_packs():
+    d = 8
+    rows = torch.randn(d // 2 + 1, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    change = pack_upper(rows.T @ rows)
+    small, large = PendingStatistics(), PendingStatistics()
+    small.add({GRAM_KEY: pack_upper(rows[:-1].T @ rows[:-1])}, {GRAM_KEY: rows[:-1]})
+    assert set(small.send(1)[1]) == {GRAM_KEY} and not small.changes
+    small.add({GRAM_KEY: pack_upper(rows[-1:].T @ rows[-1:])}, {GRAM_KEY: rows[-1:]})  # unconfirmed + one more row
+    large.add({GRAM_KEY: change}, {GRAM_KEY: rows})
+    for pending in (small, large):
+        changes, factors = pending.send(2)
+        assert not factors and rel_diff(changes[GRAM_KEY], change) <= 1e-12
+
+
+def test_tiny_clients_send_factors_and_the_head_equals_the_packed_upload(tmp_path):
+    runs = {}
+    for flag in ("true", "false"):
+        cfg = config(*FULL, f"federation.gram_factor={flag}")
+        runs[flag] = run_federated(cfg, tmp_path / flag, quiet=True), federated_model(cfg, tmp_path / flag)
+    (factored, model), (packed, reference) = runs["true"], runs["false"]
+    buffers = dict(model.head.named_buffers())
+    for name, buffer in reference.head.named_buffers():
+        assert rel_diff(buffers[name], buffer) <= 1e-9, name
+    (w, b), (w0, b0) = model.head.solve(), reference.head.solve()
+    assert rel_diff(w, w0) <= 1e-9 and rel_diff(b, b0) <= 1e-9
+    assert factored["final_avg_accuracy"] == packed["final_avg_accuracy"]
+    d = model.head.statistic_dim
+    first = factored["communication"]["per_round"][0]["per_client_up"]
+    assert first.keys() == packed["communication"]["per_round"][0]["per_client_up"].keys() and first
+    for pid, up in first.items():  # a handful of samples: a few rows of D values, not D(D+1)/2
+        assert up < 8 * d * (d + 1) // 2 / 20, (pid, up)
+    assert factored["communication"]["bytes_up"] < packed["communication"]["bytes_up"] / 20
+    assert factored["rejected_updates"] == [] == packed["rejected_updates"]
+
+
+def _train_reply(cfg: FedRunConfig, factors: int) -> dict:
+    _, _, _, global_state = server_model(cfg)
+    sums = {"head.counts", "head.sums", GRAM_KEY}
+    content = RecordDict({"arrays": encode({k: v for k, v in global_state.items() if k not in sums}),
+                          "config": ConfigRecord({"server-round": 1, "run-token": "", "sums-down": 0, "gram-factor": factors})})
+    with task_identity(1, 1, 1):
+        reply = handle_train(cfg, Message(content, 1, MessageType.TRAIN), Context(1, 1, {"partition-id": 0}, RecordDict(), {}))
+    return {k: v.numpy() for k, v in reply.content.array_records["arrays"].items()}
+
+
+@pytest.mark.parametrize(("projection", "expected"), [(0, FACTOR), (4, GRAM_KEY)], ids=["D=1280 factor", "D=4 packed"])
+def test_a_client_with_more_than_d_over_2_samples_sends_packed_g(projection, expected):
+    cfg = config(*FULL, f"model.head.options.projection_dim={projection}")
+    arrays = _train_reply(cfg, factors=1)
+    samples = float(arrays["head.counts"].sum())
+    d = projection or 1280
+    assert (samples > d // 2) == (expected == GRAM_KEY) and samples > 0
+    assert expected in arrays and ({GRAM_KEY, FACTOR} - {expected}).isdisjoint(arrays)
+    if expected == FACTOR:
+        assert arrays[FACTOR].shape[1] == d and arrays[FACTOR].dtype == np.float64
+        assert GRAM_KEY in _train_reply(cfg, factors=0)  # a server that does not take factors gets packed G
+
+
+ATTACKS = ["shape", "rows", "nan", "dtype", "key", "both", "bytes"]
+REASONS = {"shape": "has shape", "rows": "has shape", "nan": "NaN or infinite", "dtype": "has dtype float32",
+           "key": "unexpected factor 'head.sums::factor'", "both": "sent both packed and as a factor",
+           "bytes": "not a readable NumPy array"}
+
+
+def _bad_factor(arrays: dict[str, Array], attack: str) -> dict[str, Array]:
+    factor = arrays[FACTOR].numpy()
+    d = factor.shape[1]
+    bad = {"shape": factor[:, :-1], "rows": np.zeros((d // 2 + 1, d)), "nan": np.where(np.arange(d) == 0, np.nan, factor),
+           "dtype": factor.astype(np.float32)}
+    if attack in bad:
+        return {**arrays, FACTOR: Array(np.ascontiguousarray(bad[attack]))}
+    if attack == "key":
+        return {**{k: v for k, v in arrays.items() if k != FACTOR}, "head.sums::factor": arrays[FACTOR]}
+    if attack == "both":
+        return {**arrays, GRAM_KEY: Array(pack_upper(torch.from_numpy(factor.T @ factor)).numpy())}
+    return {**arrays, FACTOR: Array(dtype="float64", shape=tuple(factor.shape), stype="numpy.ndarray", data=b"\x93NUMPY garbage")}
+
+
+def tampering_app(cfg: FedRunConfig, attacks: dict[int, str]) -> ClientApp:
+    """The real ClientApp, except that the clients in ``attacks`` break every factor they send."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):
+        reply = handle_train(cfg, msg, context)
+        attack = attacks.get(partition_id(context))
+        arrays = reply.content.array_records.get("arrays")
+        if attack is None or arrays is None or FACTOR not in arrays:
+            return reply
+        content = RecordDict({"arrays": ArrayRecord(_bad_factor(dict(arrays.items()), attack)),
+                              "metrics": reply.content.metric_records["metrics"]})
+        return Message(content, reply_to=msg)
+
+    app.query()(handle_query)
+    return app
+
+
+def honest_head(cfg: FedRunConfig, pids: list[int]):
+    """The head fitted on one device on the training data of ``pids`` only."""
+    benchmark = benchmark_for(cfg)
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, cfg.seed)
+    for pid in pids:
+        learner.gathered.tasks = set()
+        for experience in client_stream(cfg, pid):
+            learner.accumulate_statistics(experience)
+    return model, benchmark
+
+
+def test_malformed_factors_are_refused_and_the_head_is_the_honest_clients(tmp_path):
+    honest = 3
+    attacks = {honest + i: a for i, a in enumerate(ATTACKS)}
+    cfg = config(*FULL, f"federation.num_clients={honest + len(ATTACKS)}", "data.max_train_per_class=20")
+    run_inline(build_server_app(cfg, tmp_path), tampering_app(cfg, attacks), cfg.federation.num_clients)
+    results = json.loads((tmp_path / "results.json").read_text())
+    rejected = results["rejected_updates"]
+    for pid, attack in attacks.items():
+        mine = [r for r in rejected if f"client {pid} " in r]
+        assert mine and all(REASONS[attack] in r for r in mine), (pid, attack, mine)
+    assert not [r for r in rejected if any(f"client {pid} " in r for pid in range(honest))]
+    central, benchmark = honest_head(cfg, list(range(honest)))
+    assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
