@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -91,17 +90,17 @@ def _train_reply(cfg: FedRunConfig, factors: int) -> dict:
     return {k: v.numpy() for k, v in reply.content.array_records["arrays"].items()}
 
 
-@pytest.mark.parametrize(("projection", "expected"), [(0, FACTOR), (4, GRAM_KEY)], ids=["D=1280 factor", "D=4 packed"])
-def test_a_client_with_more_than_d_over_2_samples_sends_packed_g(projection, expected):
-    cfg = config(*FULL, f"model.head.options.projection_dim={projection}")
-    arrays = _train_reply(cfg, factors=1)
-    samples = float(arrays["head.counts"].sum())
-    d = projection or 1280
-    assert (samples > d // 2) == (expected == GRAM_KEY) and samples > 0
-    assert expected in arrays and ({GRAM_KEY, FACTOR} - {expected}).isdisjoint(arrays)
-    if expected == FACTOR:
-        assert arrays[FACTOR].shape[1] == d and arrays[FACTOR].dtype == np.float64
-        assert GRAM_KEY in _train_reply(cfg, factors=0)  # a server that does not take factors gets packed G
+def test_a_client_sends_a_factor_up_to_d_over_2_samples_and_packed_g_beyond():
+    packed = _train_reply(config(*FULL), factors=0)  # a server that does not take factors gets packed G
+    n = round(float(packed["head.counts"].sum()))
+    assert GRAM_KEY in packed and FACTOR not in packed and n > 1
+    # D = 2n: n = D/2 samples (a factor is smaller); D = 2n - 1: n > D/2 (packed G is smaller)
+    for d, expected in [(1280, FACTOR), (2 * n, FACTOR), (2 * n - 1, GRAM_KEY)]:
+        arrays = _train_reply(config(*FULL, f"model.head.options.projection_dim={0 if d == 1280 else d}"), factors=1)
+        assert round(float(arrays["head.counts"].sum())) == n
+        assert expected in arrays and ({GRAM_KEY, FACTOR} - {expected}).isdisjoint(arrays), (d, sorted(arrays))
+        if expected == FACTOR:
+            assert arrays[FACTOR].dtype == np.float64 and arrays[FACTOR].shape[1] == d and arrays[FACTOR].shape[0] <= n
 
 
 ATTACKS = ["shape", "rows", "nan", "dtype", "key", "both", "bytes"]
