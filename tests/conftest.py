@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Ray lowers its workers' priority (niceness +15): beside another pytest-xdist worker on two cores they starve,
+# rounds take minutes and Ray's health checks give up. The suite's Ray workers run at normal priority.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

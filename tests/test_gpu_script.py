@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-#: every test that starts Ray runs in one pytest-xdist worker: `ray stop` (an attached-cluster test) stops every
-#: Ray process on the machine, so two Ray tests must never overlap
+#: the Ray tests share one pytest-xdist worker, so that on two cores two Ray clusters never compete for the CPUs
 pytestmark = pytest.mark.xdist_group("ray")
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,12 @@
 """Real federated runs on Flower's Ray simulation engine (3 clients, 32 px, a few samples)."""
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +18,7 @@ from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_ray_simulation
 from fedcl.runner import without_wall_clock
 
-#: every test that starts Ray runs in one pytest-xdist worker: `ray stop` (an attached-cluster test) stops every
-#: Ray process on the machine, so two Ray tests must never overlap
+#: the Ray tests share one pytest-xdist worker, so that on two cores two Ray clusters never compete for the CPUs
 pytestmark = pytest.mark.xdist_group("ray")
 
 OVERRIDES = ["federation.boundary_jitter=1", "federation.device_profiles=[\"laptop\", \"jetson_nano\"]", "federation.fraction_train=0.67"]
@@ -72,19 +75,39 @@ def test_same_results_bit_for_bit_on_an_existing_one_worker_ray_cluster(run, tmp
     """The fixture started its own 2-CPU Ray cluster (two workers); this run attaches to a cluster started with
     ``ray start`` and one CPU, so one worker runs the clients in another order. Same seed, same results."""
     cfg, first = run
-    ray = str(Path(sys.executable).parent / "ray")
     port = free_port()
-    started = subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                              "--disable-usage-stats"], capture_output=True, text=True, timeout=120)
-    try:
-        assert started.returncode == 0, started.stderr
+    with one_cpu_ray_cluster(port, tmp_path):
         cfg2 = build_config("fedsmoke", None, OVERRIDES + [f"federation.ray_address=127.0.0.1:{port}"], schema=FedRunConfig)
         second = run_ray_simulation(cfg2, tmp_path / "attached")
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
     assert first["config"]["federation"]["ray_num_cpus"] == 2
     assert without_wall_clock(second) == without_wall_clock(first)
     assert any(row["clients_sampled"] == 2 for row in first["communication"]["per_round"])  # sampling was exercised
+
+
+@contextlib.contextmanager
+def one_cpu_ray_cluster(port: int, tmp_path: Path):
+    """``ray start --head --block`` in its own process group, ended by signalling that group: unlike ``ray stop``,
+    which stops every Ray process on the machine, it leaves other tests' clusters alone."""
+    log = open(tmp_path / "ray-start.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+                             "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (tmp_path / "ray-start.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "ray-start.log").read_text()[-2000:]
+            time.sleep(0.3)
+        yield
+    finally:
+        for signum, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signum)
+            try:
+                proc.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
 
 
 def test_inline_backend_matches_ray(run, tmp_path):
