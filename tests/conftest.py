@@ -48,6 +48,7 @@ TIERS = {
     "test_fused.py": INTEGRATION,
     "test_gpu_script.py": SYSTEM,
     "test_federated_statistics.py": INTEGRATION,
+    "test_gram_factor.py": INTEGRATION,
     "test_cli.py": SYSTEM,
     "test_simulation.py": SYSTEM,
     "test_reliability.py": SYSTEM,
