@@ -215,6 +215,26 @@ def shared_feature_cache(key: str) -> FeatureCache:
     return FeatureCache()
 
 
+def prefetch_client_features(cfg: FedRunConfig) -> int:
+    """Encode every client's training samples into this process's shared per-sample cache, in large batches,
+    before any client trains (frozen features, statistical head): clients' single passes become cache hits.
+    The inline backend calls it (all clients share one process); Ray workers do not (each would encode the
+    whole dataset for the clients it happens to run). Returns the number of samples encoded."""
+    benchmark = benchmark_for(cfg)
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, cfg.seed)
+    if learner.cache is None or not model.head.gathers_statistics:
+        return 0
+    plugins = make_plugins(cfg)
+    experiences = []
+    for pid in range(cfg.federation.num_clients):
+        stream = client_stream(cfg, pid)
+        for plugin in plugins:
+            stream = plugin.reshape_stream(stream)
+        experiences += stream
+    return learner.prefetch_features(experiences)
+
+
 def derived_seed(seed: int, partition_id: int, server_round: int) -> int:
     """Per-client, per-round randomness from the seed and partition id (never from scheduling order)."""
     return (seed * 1_000_003 + partition_id * 7_919 + server_round) % (2**31)
