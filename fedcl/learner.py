@@ -18,7 +18,7 @@ from fedcl.guards import finite_loss
 from fedcl.methods.base import Batch, Method, Plugin, TrainedCounts
 from fedcl.methods.statistics import GatheredTasks
 from fedcl.model import ContinualModel
-from fedcl.precision import plan_execution, with_layout
+from fedcl.precision import plan_execution
 from fedcl.sample_features import SampleFeatures
 
 class TrainSettings(TrainConfig):
@@ -80,7 +80,7 @@ class Learner:
     ) -> None:
         self.device = torch.device(device)
         self.plan = plan_execution(self.device, settings.precision, settings.channels_last, settings.gpu_memory_fraction)
-        self.model = with_layout(model.to(self.device), self.plan)
+        self.model = model.place(self.device, self.plan.channels_last)
         model.backbone.set_activation_checkpointing(settings.activation_checkpointing)
         self.method = method
         self.settings = settings

@@ -124,3 +124,34 @@ def test_auto_precision_is_fp32_on_cpu():
 
     plan = plan_execution(torch.device("cpu"))
     assert plan.precision == "fp32" and not plan.channels_last
+
+
+def test_a_client_learner_on_the_shared_backbone_walks_only_transform_and_head(monkeypatch):
+    """Every simulated client's learner wraps its worker's shared frozen backbone: after the first learner placed
+    it, placing a model on the device and switching train/eval modes walk only the transform and head (the
+    backbone's hundreds of modules cost ~10 ms per client), and the frozen backbone stays in eval mode."""
+    from fedcl.builder import benchmark_for, build_learner, build_model
+    from fedcl.config import build_config
+    from fedcl.federation.settings import FedRunConfig
+
+    cfg = build_config("fedsmoke", None, ["method.name=head_only", "model.head.name=ridge"], schema=FedRunConfig)
+    benchmark = benchmark_for(cfg)
+    build_learner(cfg, *build_model(cfg, benchmark), benchmark, 0)  # the first client places the backbone
+    calls = {"_apply": 0, "train": 0}
+    for name in calls:
+        original = getattr(torch.nn.Module, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.Module, name, counted)
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, 1)
+    learner.model.train()
+    learner.model.eval()
+    monkeypatch.undo()
+    modules = sum(1 for _ in model.backbone.modules())
+    assert calls["_apply"] < 20 and calls["train"] < 20, (calls, modules)
+    model.train()
+    assert not any(m.training for m in model.backbone.modules())
