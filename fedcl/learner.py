@@ -79,7 +79,12 @@ class Learner:
         plugins: list[Plugin] | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.plan = plan_execution(self.device, settings.precision, settings.channels_last, settings.gpu_memory_fraction)
+        # a backbone only ever run forward (frozen features) is channels-last on every device: ~3x faster CPU
+        # convolutions for EfficientNet-Lite0 (docs/performance.md section 11); train.channels_last still decides
+        layout = settings.channels_last
+        if layout is None and method.can_cache_features(model) and not method.trains_backbone:
+            layout = True
+        self.plan = plan_execution(self.device, settings.precision, layout, settings.gpu_memory_fraction)
         self.model = model.place(self.device, self.plan.channels_last)
         model.backbone.set_activation_checkpointing(settings.activation_checkpointing)
         self.method = method
