@@ -128,3 +128,34 @@ def test_proximal_term_is_zero_at_the_global_model_and_grows_with_distance():
     zero = Proximal(0.0)
     zero.anchor([w])
     assert zero.penalty(None, None) is None
+
+
+@pytest.mark.parametrize("kind", ["dirichlet", "shard"])
+def test_partitions_are_read_from_the_assignment_once_loaded(monkeypatch, kind):
+    """Many clients: a partitioner that keeps its assignment builds one Dataset (the first partition), not one per
+    client, and every client gets the rows ``load_partition`` would give."""
+    import warnings
+
+    from flwr_datasets.partitioner import DirichletPartitioner, ShardPartitioner
+
+    from fedcl.federation import partitions
+
+    labels = np.random.default_rng(1).integers(0, 10, 600)
+    loads = [0]
+    cls = DirichletPartitioner if kind == "dirichlet" else ShardPartitioner
+    load = cls.load_partition
+
+    def counted(self, partition_id):
+        loads[0] += 1
+        return load(self, partition_id)
+
+    monkeypatch.setattr(cls, "load_partition", counted)
+    parts = partition_indices(labels, kind, num_clients=40, alpha=0.3, shards_per_client=2, seed=4)
+    assert loads[0] == 1
+    partitioner = partitions._partitioner(kind, 40, 0.3, 2, 4)
+    rows = np.random.default_rng(4).permutation(len(labels))
+    partitioner.dataset = partitions.Dataset.from_dict({"label": labels[rows].astype(np.int64), "row": rows})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        expected = [np.sort(np.asarray(load(partitioner, c)["row"], dtype=np.int64)) for c in range(40)]
+    assert all(np.array_equal(p, e) for p, e in zip(parts, expected)) and len(parts) == 40
