@@ -225,6 +225,7 @@ def prefetch_client_features(cfg: FedRunConfig) -> int:
     learner = build_learner(cfg, model, method, benchmark, cfg.seed)
     if learner.cache is None or not model.head.gathers_statistics:
         return 0
+    limit_threads(cfg)  # the clients' threads, as when they encode their own samples
     plugins = make_plugins(cfg)
     experiences = []
     for pid in range(cfg.federation.num_clients):
