@@ -3,9 +3,11 @@
     PYTHONPATH=$PWD .venv/bin/python benchmarks/encode_once.py [--preset federated] [--set key=value ...]
 
 Runs the configuration inline and counts every image that enters the frozen backbone, split into the
-clients' training (train handler), the clients' own evaluation (evaluate handler) and the server. With a frozen
-transform (statistical heads, head-only) each client should encode each of its samples once per task,
-whatever the rounds per task, local epochs and training epochs: the "training encodes / samples" ratio is 1.0.
+clients' training (train handler), the inline prefetch of clients' samples (statistical heads: every client's
+samples in large batches before clients train), the clients' own evaluation (evaluate handler) and the server.
+With a frozen transform (statistical heads, head-only) each sample should be encoded once per task, whatever
+the rounds per task, local epochs and training epochs: the "training encodes / samples" ratio (prefetch included)
+is 1.0.
 Prints the counts and the ratio; the run's own results go to a temporary folder.
 """
 
@@ -15,6 +17,7 @@ import argparse
 import tempfile
 from collections import Counter
 
+from fedcl import builder
 from fedcl.backbones.base import FrozenBackbone
 from fedcl.builder import client_stream
 from fedcl.config import build_config
@@ -52,6 +55,7 @@ def main() -> None:
     FrozenBackbone.forward = counting_forward(FrozenBackbone.forward)
     client_app.handle_train = in_role("client training", client_app.handle_train)
     client_app.handle_evaluate = in_role("client evaluation", client_app.handle_evaluate)
+    builder.prefetch_client_features = in_role("prefetch", builder.prefetch_client_features)
     with tempfile.TemporaryDirectory() as out:
         results = run_federated(cfg, out, quiet=True)
     f = cfg.federation
@@ -62,7 +66,8 @@ def main() -> None:
     print(f"clients' training samples (all tasks): {samples}")
     for role, count in sorted(COUNTS.items()):
         print(f"images encoded by {role}: {count}")
-    print(f"training encodes / samples: {COUNTS['client training'] / max(samples, 1):.3f}")
+    training = COUNTS["client training"] + COUNTS["prefetch"]
+    print(f"training encodes (prefetch included) / samples: {training / max(samples, 1):.3f}")
 
 
 if __name__ == "__main__":

@@ -70,10 +70,21 @@ def make_plugins(cfg: RunConfig) -> list[Plugin]:
     return [create_plugin(name, **options) for name, options in cfg.method.plugins.items()]
 
 
+def seed_everything(seed: int) -> None:
+    """``torch.manual_seed``, without queueing seeds for accelerators this machine lacks: where none is present,
+    each call queued lazy CUDA, XPU and MTIA seeds, each capturing a stack trace (~10 ms per client model); the
+    CPU generator is seeded the same either way."""
+    devices = [torch.cuda, getattr(torch, "xpu", None), getattr(torch, "mtia", None), torch.backends.mps]
+    if any(d is not None and d.is_available() for d in devices):
+        torch.manual_seed(seed)
+    else:
+        torch.random.default_generator.manual_seed(seed)
+
+
 def make_model(cfg: RunConfig, benchmark: Benchmark, method: Method, backbone: FrozenBackbone | None = None) -> ContinualModel:
     """Transform + backbone + head; the transform is the identity for methods that do not tune the input.
     The method declares which state keys travel (:meth:`Method.exchanged_keys`), without a learner."""
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     t = cfg.model.transform
     name = t.name if method.uses_transform else "none"
     transform = create_transform(name, cfg.data.image_size, per_task=t.per_task and name != "none", num_tasks=benchmark.num_tasks, **t.options)
@@ -213,6 +224,27 @@ def shared_feature_cache(key: str) -> FeatureCache:
     """One cache of frozen backbone features per worker process and model/training setting (a new setting
     drops the previous cache): a simulated client encodes each of its samples once per run."""
     return FeatureCache()
+
+
+def prefetch_client_features(cfg: FedRunConfig) -> int:
+    """Encode every client's training samples into this process's shared per-sample cache, in large batches,
+    before any client trains (frozen features, statistical head): clients' single passes become cache hits.
+    The inline backend calls it (all clients share one process); Ray workers do not (each would encode the
+    whole dataset for the clients it happens to run). Returns the number of samples encoded."""
+    benchmark = benchmark_for(cfg)
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, cfg.seed)
+    if learner.cache is None or not model.head.gathers_statistics:
+        return 0
+    limit_threads(cfg)  # the clients' threads, as when they encode their own samples
+    plugins = make_plugins(cfg)
+    experiences = []
+    for pid in range(cfg.federation.num_clients):
+        stream = client_stream(cfg, pid)
+        for plugin in plugins:
+            stream = plugin.reshape_stream(stream)
+        experiences += stream
+    return learner.prefetch_features(experiences)
 
 
 def derived_seed(seed: int, partition_id: int, server_round: int) -> int:

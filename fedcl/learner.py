@@ -18,7 +18,8 @@ from fedcl.guards import finite_loss
 from fedcl.methods.base import Batch, Method, Plugin, TrainedCounts
 from fedcl.methods.statistics import GatheredTasks
 from fedcl.model import ContinualModel
-from fedcl.precision import plan_execution, with_layout
+from fedcl.precision import plan_execution
+from fedcl.sample_features import SampleFeatures
 
 class TrainSettings(TrainConfig):
     """The ``[train]`` settings plus the seed that drives shuffling."""
@@ -43,11 +44,13 @@ class FeatureCache:
     One cache can serve many learners: every round's learner of a simulated client shares its worker's cache
     (:func:`fedcl.builder.shared_feature_cache`), so a frozen client encodes each sample once per run, not once
     per round. Features are kept in CPU memory (GPU memory stays for training); the least recently used entries
-    go when the cache holds more than ``max_bytes``."""
+    go when the cache holds more than ``max_bytes``. ``samples`` keeps features per sample, for statistical
+    heads' single pass (:mod:`fedcl.sample_features`: filled in large batches before clients train)."""
 
     def __init__(self, max_bytes: int = 1 << 29) -> None:
         self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.max_bytes, self.nbytes = max_bytes, 0
+        self.samples = SampleFeatures(max_bytes)
 
     def get(self, experience: Experience, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         key = content_key(experience)
@@ -76,8 +79,13 @@ class Learner:
         plugins: list[Plugin] | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.plan = plan_execution(self.device, settings.precision, settings.channels_last, settings.gpu_memory_fraction)
-        self.model = with_layout(model.to(self.device), self.plan)
+        # a backbone only ever run forward (frozen features) is channels-last on every device: ~3x faster CPU
+        # convolutions for EfficientNet-Lite0 (docs/performance.md section 11); train.channels_last still decides
+        layout = settings.channels_last
+        if layout is None and method.can_cache_features(model) and not method.trains_backbone:
+            layout = True
+        self.plan = plan_execution(self.device, settings.precision, layout, settings.gpu_memory_fraction)
+        self.model = model.place(self.device, self.plan.channels_last)
         model.backbone.set_activation_checkpointing(settings.activation_checkpointing)
         self.method = method
         self.settings = settings
@@ -235,19 +243,34 @@ class Learner:
         to the head's float64 sums; no gradient, no stored features. Returns the number of samples added."""
         self.model.eval()
         fresh = self.gathered.ungathered(experience)
-        data = experience.data
         for start in range(0, len(fresh), self.settings.eval_batch_size):
             idx = fresh[start : start + self.settings.eval_batch_size]
-            images = self.plan.layout(to_model_input(data.images[idx], self.image_size, self.device))
+            if self.cache is None:
+                features = self.encode_images(experience.data.images[idx], experience.task_ids_of(idx))
+            else:
+                features = self.cache.samples.features(experience, idx, self.encode_images).to(self.device)
+            labels = experience.data.labels[idx].to(self.device)
             ids = experience.task_ids_of(idx).to(self.device)
-            with self.plan.autocast():
-                features = self.model.encode(images, ids)
-            labels = data.labels[idx].to(self.device)
             self.model.head.observe(features.float(), labels)
             if counts is not None:
                 counts.add_batch(labels, ids)
         self.gathered.mark(experience)
         return len(fresh)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Backbone features of stored images (resized and laid out for this learner)."""
+        inputs = self.plan.layout(to_model_input(images, self.image_size, self.device))
+        with self.plan.autocast():
+            return self.model.encode(inputs, task_ids.to(self.device))
+
+    def prefetch_features(self, experiences: list[Experience]) -> int:
+        """Encode the samples of ``experiences`` into the shared per-sample cache in batches of ``eval_batch_size``
+        (nothing when features are not cacheable). Returns the number of samples encoded."""
+        if self.cache is None:
+            return 0
+        self.model.eval()
+        return self.cache.samples.prefetch(experiences, self.encode_images, self.settings.eval_batch_size)
 
     # ------------------------------------------------------------------ evaluation
     def eval_mask(self, experience: Experience) -> torch.Tensor:

@@ -62,7 +62,3 @@ def plan_execution(device: torch.device, precision: str = "auto", channels_last:
     if gpu_memory_fraction is not None and device.type == "cuda":
         torch.cuda.set_per_process_memory_fraction(gpu_memory_fraction, device)
     return ExecutionPlan(device, resolve_precision(precision, device), device.type == "cuda" if channels_last is None else channels_last)
-
-
-def with_layout(model: torch.nn.Module, plan: ExecutionPlan) -> torch.nn.Module:
-    return model.to(memory_format=torch.channels_last) if plan.channels_last else model

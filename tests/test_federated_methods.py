@@ -164,18 +164,53 @@ def test_a_run_with_crashing_clients_completes_and_reports_failures(tmp_path):
 @pytest.mark.parametrize("head", ["linear", "ridge"])
 def test_a_frozen_client_encodes_each_sample_once_per_run(tmp_path, monkeypatch, head):
     """Head-only clients (no transform is learned) keep their backbone features across rounds and epochs: with
-    2 rounds per task and 2 local epochs, the backbone still sees each training sample once."""
+    2 rounds per task and 2 local epochs, the backbone still sees each training sample once (a statistical
+    head's samples all before clients train, in the inline backend's prefetch)."""
+    from fedcl import builder
     from fedcl.backbones.base import FrozenBackbone
-    from fedcl.builder import shared_feature_cache
     from fedcl.federation import client_app
 
-    shared_feature_cache.cache_clear()  # a cold cache, whatever ran before in this process
+    builder.shared_feature_cache.cache_clear()  # a cold cache, whatever ran before in this process
     cfg = config("method.name=head_only", f"model.head.name={head}", "federation.local_epochs=2")
-    seen, role = {"train": 0}, ["server"]
-    forward, train = FrozenBackbone.forward, client_app.handle_train
+    seen, role = {"train": 0, "prefetch": 0}, ["server"]
+    forward = FrozenBackbone.forward
 
     def counting_forward(self, images):
         seen[role[0]] = seen.get(role[0], 0) + int(images.shape[0])
+        return forward(self, images)
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            role[0] = name
+            try:
+                return function(*args, **kwargs)
+            finally:
+                role[0] = "server"
+        return call
+
+    monkeypatch.setattr(FrozenBackbone, "forward", counting_forward)
+    monkeypatch.setattr(client_app, "handle_train", counted("train", client_app.handle_train))
+    monkeypatch.setattr(builder, "prefetch_client_features", counted("prefetch", builder.prefetch_client_features))
+    results = run_federated(cfg, tmp_path, quiet=True)
+    samples = sum(len(e) for c in range(3) for e in client_stream(cfg, c))
+    assert results["final_avg_accuracy"] > 0.4
+    assert seen["train"] + seen["prefetch"] == samples, (seen, samples)
+    assert seen["prefetch"] == (samples if head == "ridge" else 0), seen
+
+
+def _statistics_run(tmp_path, monkeypatch, prefetch: bool):
+    """Head buffers, accuracy and training-time encode calls of a ridge run, with or without the prefetch."""
+    from fedcl import builder
+    from fedcl.backbones.base import FrozenBackbone
+    from fedcl.federation import client_app
+
+    builder.shared_feature_cache.cache_clear()
+    cfg = config("method.name=head_only", "model.head.name=ridge", "federation.num_clients=6", "federation.partition=dirichlet")
+    calls, role = {"train": 0}, ["server"]
+    forward, train = FrozenBackbone.forward, client_app.handle_train
+
+    def counting_forward(self, images):
+        calls[role[0]] = calls.get(role[0], 0) + 1
         return forward(self, images)
 
     def counted_train(*args, **kwargs):
@@ -187,7 +222,22 @@ def test_a_frozen_client_encodes_each_sample_once_per_run(tmp_path, monkeypatch,
 
     monkeypatch.setattr(FrozenBackbone, "forward", counting_forward)
     monkeypatch.setattr(client_app, "handle_train", counted_train)
+    if not prefetch:
+        monkeypatch.setattr(builder, "prefetch_client_features", lambda cfg: 0)
     results = run_federated(cfg, tmp_path, quiet=True)
-    samples = sum(len(e) for c in range(3) for e in client_stream(cfg, c))
-    assert results["final_avg_accuracy"] > 0.4
-    assert seen["train"] == samples, (seen, samples)
+    monkeypatch.undo()
+    state = load_state_file(tmp_path / GLOBAL_MODEL_FILE)
+    return {k: v for k, v in state.items() if k.startswith("head.")}, results["final_avg_accuracy"], calls["train"]
+
+
+def test_prefetched_features_give_the_same_head_with_fewer_encodes(tmp_path, monkeypatch):
+    """The inline prefetch encodes every client's samples in large batches before clients train: the summed
+    statistics equal the one-client-at-a-time run's to float tolerance (eval-mode backbone: no batch
+    dependence, only float rounding), the accuracy is the same, and clients run the backbone no more."""
+    plain, plain_accuracy, plain_calls = _statistics_run(tmp_path / "plain", monkeypatch, prefetch=False)
+    fetched, fetched_accuracy, fetched_calls = _statistics_run(tmp_path / "fetched", monkeypatch, prefetch=True)
+    assert plain_calls > 0 and fetched_calls == 0, (plain_calls, fetched_calls)
+    assert set(plain) == set(fetched) and "head.gram" in plain
+    for key in plain:
+        torch.testing.assert_close(fetched[key], plain[key], rtol=1e-5, atol=1e-6 * float(plain[key].abs().max()))
+    assert fetched_accuracy == plain_accuracy

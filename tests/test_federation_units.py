@@ -128,3 +128,63 @@ def test_proximal_term_is_zero_at_the_global_model_and_grows_with_distance():
     zero = Proximal(0.0)
     zero.anchor([w])
     assert zero.penalty(None, None) is None
+
+
+@pytest.mark.parametrize("kind", ["dirichlet", "shard"])
+def test_partitions_are_read_from_the_assignment_once_loaded(monkeypatch, kind):
+    """Many clients: a partitioner that keeps its assignment builds one Dataset (the first partition), not one per
+    client, and every client gets the rows ``load_partition`` would give."""
+    import warnings
+
+    from flwr_datasets.partitioner import DirichletPartitioner, ShardPartitioner
+
+    from fedcl.federation import partitions
+
+    labels = np.random.default_rng(1).integers(0, 10, 600)
+    loads = [0]
+    cls = DirichletPartitioner if kind == "dirichlet" else ShardPartitioner
+    load = cls.load_partition
+
+    def counted(self, partition_id):
+        loads[0] += 1
+        return load(self, partition_id)
+
+    monkeypatch.setattr(cls, "load_partition", counted)
+    parts = partition_indices(labels, kind, num_clients=40, alpha=0.3, shards_per_client=2, seed=4)
+    assert loads[0] == 1
+    partitioner = partitions._partitioner(kind, 40, 0.3, 2, 4)
+    rows = np.random.default_rng(4).permutation(len(labels))
+    partitioner.dataset = partitions.Dataset.from_dict({"label": labels[rows].astype(np.int64), "row": rows})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        expected = [np.sort(np.asarray(load(partitioner, c)["row"], dtype=np.int64)) for c in range(40)]
+    assert all(np.array_equal(p, e) for p, e in zip(parts, expected)) and len(parts) == 40
+
+
+def test_building_a_client_model_queues_no_lazy_device_seeds(monkeypatch):
+    """Each client's model is built with the config's seed: on a machine without the accelerator, seeding
+    queues no lazy CUDA/XPU/MTIA seed (each captured a stack trace: ~10 ms per client) and initialises the
+    same weights."""
+    import traceback
+
+    from fedcl.builder import benchmark_for, build_model
+    from fedcl.config import build_config
+    from fedcl.federation.settings import FedRunConfig
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: seeds are applied, not queued")
+    cfg = build_config("fedsmoke", None, ["method.name=head_only", "model.head.name=linear"], schema=FedRunConfig)
+    benchmark = benchmark_for(cfg)
+    stacks, format_stack = [0], traceback.format_stack
+
+    def counted(*args, **kwargs):
+        stacks[0] += 1
+        return format_stack(*args, **kwargs)
+
+    monkeypatch.setattr(traceback, "format_stack", counted)
+    model, _ = build_model(cfg, benchmark)
+    assert stacks[0] == 0
+    torch.manual_seed(cfg.seed + 1)
+    again, _ = build_model(cfg, benchmark)
+    for key, value in model.head.state_dict().items():
+        assert torch.equal(value, again.head.state_dict()[key])

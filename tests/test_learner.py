@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedcl.data.preprocessing import to_model_input
 from helpers import tiny_learner
 
 TINY = ["data.num_tasks=2", "data.max_train_per_class=16", "data.max_test_per_class=8", "data.image_size=32",
@@ -124,3 +125,50 @@ def test_auto_precision_is_fp32_on_cpu():
 
     plan = plan_execution(torch.device("cpu"))
     assert plan.precision == "fp32" and not plan.channels_last
+
+
+def test_a_client_learner_on_the_shared_backbone_walks_only_transform_and_head(monkeypatch):
+    """Every simulated client's learner wraps its worker's shared frozen backbone: after the first learner placed
+    it, placing a model on the device and switching train/eval modes walk only the transform and head (the
+    backbone's hundreds of modules cost ~10 ms per client), and the frozen backbone stays in eval mode."""
+    from fedcl.builder import benchmark_for, build_learner, build_model
+    from fedcl.config import build_config
+    from fedcl.federation.settings import FedRunConfig
+
+    cfg = build_config("fedsmoke", None, ["method.name=head_only", "model.head.name=ridge"], schema=FedRunConfig)
+    benchmark = benchmark_for(cfg)
+    build_learner(cfg, *build_model(cfg, benchmark), benchmark, 0)  # the first client places the backbone
+    calls = {"_apply": 0, "train": 0}
+    for name in calls:
+        original = getattr(torch.nn.Module, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.Module, name, counted)
+    model, method = build_model(cfg, benchmark)
+    learner = build_learner(cfg, model, method, benchmark, 1)
+    learner.model.train()
+    learner.model.eval()
+    monkeypatch.undo()
+    modules = sum(1 for _ in model.backbone.modules())
+    assert calls["_apply"] < 20 and calls["train"] < 20, (calls, modules)
+    model.train()
+    assert not any(m.training for m in model.backbone.modules())
+
+
+def test_a_forward_only_backbone_is_channels_last_on_cpu_with_the_same_features(lite0):
+    """Frozen features (no transform learned) run the backbone forward only: it is laid out channels-last on a
+    CPU too (faster convolutions), with features equal to the contiguous layout's to float rounding; a learner
+    that tunes the input keeps train.channels_last's CUDA-only default."""
+    _, benchmark, model, learner = setup(lite0, "method.name=head_only", "model.head.name=ridge")
+    assert learner.plan.channels_last
+    conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    experience = benchmark.train_stream[0]
+    with torch.no_grad():
+        fast = learner.encode_images(experience.data.images[:8], experience.task_ids_of(torch.arange(8)))
+        plain = copy.deepcopy(lite0)(to_model_input(experience.data.images[:8], 32, "cpu").contiguous())
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+    assert not setup(lite0, "method.name=input_tuning")[3].plan.channels_last

@@ -97,6 +97,33 @@ def test_message_size_is_the_sum_of_deflated_objects_and_close_to_the_payload():
     assert payload < message_bytes(msg) < payload + 3000
 
 
+def test_byte_counts_and_wire_copies_hash_each_object_once(monkeypatch):
+    """Counting a message's bytes and the inline grid's wire copy compute each object id (SHA-256 of its
+    serialised bytes) at most once, not once per ancestor; the count is the one of hashing afresh everywhere."""
+    import flwr.supercore.inflatable.inflatable_object as inflatable
+
+    from fedcl.federation.flower_adapter import _message_object_bytes, over_the_wire
+
+    s = strategy()
+    msg = configure(s, [7])[0]
+    objects = get_all_nested_objects(msg)
+    fresh = sum(_message_object_bytes(o) if isinstance(o, Message) else len(o.deflate()) for o in objects.values())
+    hashed, get_object_id = [0], inflatable.get_object_id
+
+    def counted(content):
+        hashed[0] += 1
+        return get_object_id(content)
+
+    monkeypatch.setattr(inflatable, "get_object_id", counted)
+    assert message_bytes(msg) == fresh
+    assert hashed[0] <= len(objects), (hashed, len(objects))
+    hashed[0] = 0
+    received = over_the_wire(msg)
+    assert hashed[0] <= len(objects), (hashed, len(objects))
+    assert message_bytes(received) == fresh
+    assert received.content["config"] == msg.content["config"]
+
+
 def test_quantised_downlink_is_smaller():
     sizes = {}
     for q in ("none", "fp16", "int8"):

@@ -43,7 +43,7 @@ class FrozenBackbone(nn.Module):
         self._trainable: list[nn.Module] = []
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.model.eval()
+        self.eval()
 
     @property
     def feature_dim(self) -> int:
@@ -57,10 +57,24 @@ class FrozenBackbone(nn.Module):
         return self.model((images - self.mean) / self.std)
 
     def train(self, mode: bool = True) -> FrozenBackbone:
-        """Frozen parts ignore train mode, so their BatchNorm statistics never move."""
-        super().train(False)
+        """Frozen parts ignore train mode, so their BatchNorm statistics never move. The frozen modules are walked
+        only when the model's root is in train mode (it is in eval mode from construction; only a trainable
+        whole model, or a direct call on it, sets it): every client's learner switches modes, and walking
+        hundreds of modules each time cost milliseconds."""
+        if self.training or self.model.training:
+            super().train(False)
         for module in self._trainable:
             module.train(mode)
+        return self
+
+    def place(self, device: torch.device | str, channels_last: bool = False) -> FrozenBackbone:
+        """``to(device)`` (and channels-last), skipped when already done for this device and layout and the weights
+        are still there: a worker's shared backbone is placed once, not once per client."""
+        device = _resolved(torch.device(device))
+        where = {_resolved(t.device) for t in (next(iter(self.model.parameters()), self.mean), self.mean)}
+        if getattr(self, "_placed", None) != (device, channels_last) or where != {device}:
+            self.to(device, **({"memory_format": torch.channels_last} if channels_last else {}))
+            self._placed = (device, channels_last)
         return self
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
@@ -102,6 +116,13 @@ class FrozenBackbone(nn.Module):
             crc = zlib.crc32(key.encode(), crc)
             crc = zlib.crc32(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes(), crc)
         return crc
+
+
+def _resolved(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:<current>`` (how tensors report their device), other devices unchanged."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 BACKBONES: Registry[Callable[..., FrozenBackbone]] = Registry("backbone", key="model.backbone")

@@ -44,7 +44,12 @@ try:
     from flwr.common.serde_utils import error_to_proto, metadata_to_proto
     from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0611
     from flwr.supercore.differential_privacy import compute_clip_model_update, compute_stdv
-    from flwr.supercore.inflatable.inflatable_object import InflatableObject, add_header_to_object_body, get_all_nested_objects
+    from flwr.supercore.inflatable.inflatable_object import (
+        InflatableObject,
+        add_header_to_object_body,
+        get_all_nested_objects,
+        no_object_id_recompute,
+    )
     from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
     from flwr.supercore.run import Run
     from flwr.supercore.task_identity import TaskIdentity
@@ -70,18 +75,23 @@ def _message_object_bytes(message: Message) -> int:
 
 
 def message_bytes(message: Message | InflatableObject) -> int:
-    """Serialized size of a Message (or of any inflatable part of one, e.g. its RecordDict)."""
+    """Serialized size of a Message (or of any inflatable part of one, e.g. its RecordDict). Object ids are
+    computed once per object (Flower's ``no_object_id_recompute``, as its own senders do): without it, every
+    parent's id re-hashes its whole subtree."""
     total = 0
-    for obj in get_all_nested_objects(message).values():
-        total += _message_object_bytes(obj) if isinstance(obj, Message) else len(obj.deflate())
+    with no_object_id_recompute():
+        for obj in get_all_nested_objects(message).values():
+            total += _message_object_bytes(obj) if isinstance(obj, Message) else len(obj.deflate())
     return total
 
 
 # ---------------------------------------------------------------------- in-process grid
 def over_the_wire(msg: Message) -> Message:
-    """A new Message inflated from ``msg``'s serialised objects: what the other side gets, no shared objects."""
-    contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(msg).items()}
-    received = inflate_object_from_contents(msg.object_id, contents)
+    """A new Message inflated from ``msg``'s serialised objects: what the other side gets, no shared objects
+    (object ids computed once per object, as in :func:`message_bytes`)."""
+    with no_object_id_recompute():
+        contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(msg).items()}
+        received = inflate_object_from_contents(msg.object_id, contents)
     received.metadata.__dict__.update(copy.copy(msg.metadata).__dict__)
     return received
 

@@ -39,9 +39,22 @@ def partition_indices(labels: np.ndarray, kind: str, num_clients: int, alpha: fl
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return [np.sort(np.asarray(partitioner.load_partition(c)["row"], dtype=np.int64)) for c in range(num_clients)]
+            first = np.sort(np.asarray(partitioner.load_partition(0)["row"], dtype=np.int64))
+            ordered = np.asarray(partitioner.dataset["row"], dtype=np.int64)  # the partitioner may have sorted it
+            return [first] + [_partition_rows(partitioner, ordered, c) for c in range(1, num_clients)]
     except ValueError as exc:
         raise ConfigError(f"federation.partition '{kind}' cannot split {len(labels)} samples over {num_clients} clients: {exc}") from None
+
+
+def _partition_rows(partitioner, rows: np.ndarray, partition_id: int) -> np.ndarray:
+    """The sorted rows of a partition: from the partitioner's assignment of indices into its dataset (whose "row"
+    column is ``rows``) when it keeps one (Dirichlet and shard partitioners, once a partition was loaded), else
+    through ``load_partition``. The same rows either way; ``load_partition`` builds a Dataset per client
+    (~17 ms each: 17 s for 1,000 clients)."""
+    assigned = getattr(partitioner, "_partition_id_to_indices", None)
+    if isinstance(assigned, dict) and partition_id in assigned:
+        return np.sort(rows[np.asarray(assigned[partition_id], dtype=np.int64)])
+    return np.sort(np.asarray(partitioner.load_partition(partition_id)["row"], dtype=np.int64))
 
 
 def client_streams(benchmark: Benchmark, kind: str, num_clients: int, alpha: float, shards_per_client: int, seed: int) -> list[list[Experience]]:

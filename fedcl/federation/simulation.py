@@ -95,7 +95,9 @@ def _run_and_read(out: Path, run: Callable[[], None]) -> dict[str, Any]:
 
 
 def run_inline_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
-    """Every client in this process, one after another: no Ray start-up, same apps and messages."""
+    """Every client in this process, one after another: no Ray start-up, same apps and messages. Clients'
+    frozen features are encoded first, in large batches (:func:`fedcl.builder.prefetch_client_features`)."""
+    from fedcl.builder import prefetch_client_features
     from fedcl.federation.client_app import build_client_app
     from fedcl.federation.inline import run_inline
     from fedcl.federation.server_app import build_server_app
@@ -106,6 +108,7 @@ def run_inline_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = 
     if quiet:
         flwr_logger.addFilter(_warnings_only)
     try:
+        prefetch_client_features(cfg)
         return _run_and_read(out, lambda: run_inline(build_server_app(cfg, out), build_client_app(cfg, client_state), cfg.federation.num_clients))
     finally:
         flwr_logger.removeFilter(_warnings_only)
