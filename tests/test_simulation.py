@@ -87,7 +87,8 @@ def test_same_results_bit_for_bit_on_an_existing_one_worker_ray_cluster(run, tmp
 @contextlib.contextmanager
 def one_cpu_ray_cluster(port: int, tmp_path: Path):
     """``ray start --head --block`` in its own process group, ended by signalling that group: unlike ``ray stop``,
-    which stops every Ray process on the machine, it leaves other tests' clusters alone."""
+    which stops every Ray process on the machine, it leaves other tests' clusters alone. It then forgets the
+    cluster's address, as ``ray stop`` would."""
     log = open(tmp_path / "ray-start.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
                              "--include-dashboard=false", "--disable-usage-stats"],
@@ -108,6 +109,13 @@ def one_cpu_ray_cluster(port: int, tmp_path: Path):
             except subprocess.TimeoutExpired:
                 continue
         log.close()
+        # `ray start` recorded this cluster as the machine's default: a later bare ray.init() (Flower's simulation
+        # runtime under `flwr run`) would try to join it, dead, and wait a minute per attempt
+        from ray._private.utils import get_ray_address_file
+
+        recorded = Path(get_ray_address_file(None))
+        if recorded.exists() and recorded.read_text().strip().endswith(f":{port}"):
+            recorded.unlink()
 
 
 def test_inline_backend_matches_ray(run, tmp_path):
