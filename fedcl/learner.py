@@ -79,10 +79,10 @@ class Learner:
         plugins: list[Plugin] | None = None,
     ) -> None:
         self.device = torch.device(device)
-        # a backbone only ever run forward (frozen features) is channels-last on every device: ~3x faster CPU
+        # a backbone only ever run forward (frozen features) is channels-last on the CPU too: ~3x faster CPU
         # convolutions for EfficientNet-Lite0 (docs/performance.md section 11); train.channels_last still decides
         layout = settings.channels_last
-        if layout is None and method.can_cache_features(model) and not method.trains_backbone:
+        if layout is None and self.device.type in ("cpu", "cuda") and method.can_cache_features(model) and not method.trains_backbone:
             layout = True
         self.plan = plan_execution(self.device, settings.precision, layout, settings.gpu_memory_fraction)
         self.model = model.place(self.device, self.plan.channels_last)
@@ -231,10 +231,14 @@ class Learner:
         """Nothing trains and the head is statistical: one pass adds the experience's samples to the sums."""
         start = time.perf_counter()
         counts = TrainedCounts(self.model.head.num_classes, len(self.model.head.task_classes))
+        hits = self.cache.samples.hits if self.cache is not None else 0
         gathered = self.accumulate_statistics(experience, counts)
         for plugin in self.plugins:
             plugin.after_experience(self, experience)
-        return {"loss": 0.0, "num_examples": gathered, "train_time_s": time.perf_counter() - start,
+        # prefetched features (inline simulation) are charged their measured encoding time: the client's time
+        # stays what encoding its own samples costs
+        prefetched_s = (self.cache.samples.hits - hits) * self.cache.samples.seconds_per_sample if self.cache is not None else 0.0
+        return {"loss": 0.0, "num_examples": gathered, "train_time_s": time.perf_counter() - start + prefetched_s,
                 "class_counts": counts.classes.tolist(), "task_counts": counts.tasks.tolist()}
 
     @torch.no_grad()
@@ -245,7 +249,7 @@ class Learner:
         fresh = self.gathered.ungathered(experience)
         for start in range(0, len(fresh), self.settings.eval_batch_size):
             idx = fresh[start : start + self.settings.eval_batch_size]
-            if self.cache is None:
+            if self.cache is None or not self.cache.samples.prefetched:
                 features = self.encode_images(experience.data.images[idx], experience.task_ids_of(idx))
             else:
                 features = self.cache.samples.features(experience, idx, self.encode_images).to(self.device)

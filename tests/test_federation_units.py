@@ -1,8 +1,11 @@
 """Federation building blocks, checked against values computed by hand."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from flwr.app import Array, ArrayRecord
 
 from fedcl.errors import FedclError
 from fedcl.federation.aggregation import ClientUpdate, aggregate
@@ -61,6 +64,21 @@ def test_bad_updates_are_named():
         decode(encode({"a": torch.full((2, 2), float("nan")), "b": torch.zeros(3)}), ref)
     with pytest.raises(BadUpdateError, match="unexpected"):
         decode(encode({**ref, "backbone.w": torch.zeros(1)}), ref)
+
+
+def test_an_array_header_that_claims_more_than_its_bytes_is_refused_before_any_allocation():
+    """A 128-byte reply whose header claims 10^13 x 4 float32 values: np.load would try to allocate 160 TB."""
+    ref = {"a": torch.zeros(2, 2)}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**13, 4)})
+    record = ArrayRecord({"a": Array(dtype="float32", shape=(10**13, 4), stype="numpy.ndarray", data=header.getvalue())})
+    with pytest.raises(BadUpdateError, match="'a': its header .* does not match its 128 bytes"):
+        decode(record, ref)
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"x": 1}, None], dtype=object), allow_pickle=True)
+    record = ArrayRecord({"a": Array(dtype="object", shape=(2,), stype="numpy.ndarray", data=pickled.getvalue())})
+    with pytest.raises(BadUpdateError, match="does not match"):
+        decode(record, ref)
 
 
 def test_task_schedule_is_per_client_and_deterministic():

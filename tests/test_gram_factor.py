@@ -5,6 +5,7 @@ messages, in-process backend)."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -103,10 +104,10 @@ def test_a_client_sends_a_factor_up_to_d_over_2_samples_and_packed_g_beyond():
             assert arrays[FACTOR].dtype == np.float64 and arrays[FACTOR].shape[1] == d and arrays[FACTOR].shape[0] <= n
 
 
-ATTACKS = ["shape", "rows", "nan", "dtype", "key", "both", "bytes"]
+ATTACKS = ["shape", "rows", "nan", "dtype", "key", "both", "bytes", "huge"]
 REASONS = {"shape": "has shape", "rows": "has shape", "nan": "NaN or infinite", "dtype": "has dtype float32",
            "key": "unexpected factor 'head.sums::factor'", "both": "sent both packed and as a factor",
-           "bytes": "not a readable NumPy array"}
+           "bytes": "not a readable NumPy array", "huge": "does not match its"}
 
 
 def _bad_factor(arrays: dict[str, Array], attack: str) -> dict[str, Array]:
@@ -120,6 +121,10 @@ def _bad_factor(arrays: dict[str, Array], attack: str) -> dict[str, Array]:
         return {**{k: v for k, v in arrays.items() if k != FACTOR}, "head.sums::factor": arrays[FACTOR]}
     if attack == "both":
         return {**arrays, GRAM_KEY: Array(pack_upper(torch.from_numpy(factor.T @ factor)).numpy())}
+    if attack == "huge":  # a valid header claiming 10^13 rows, and no data: np.load would try to allocate them
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**13, d)})
+        return {**arrays, FACTOR: Array(dtype="float64", shape=(10**13, d), stype="numpy.ndarray", data=header.getvalue())}
     return {**arrays, FACTOR: Array(dtype="float64", shape=tuple(factor.shape), stype="numpy.ndarray", data=b"\x93NUMPY garbage")}
 
 

@@ -172,3 +172,20 @@ def test_a_forward_only_backbone_is_channels_last_on_cpu_with_the_same_features(
         plain = copy.deepcopy(lite0)(to_model_input(experience.data.images[:8], 32, "cpu").contiguous())
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
     assert not setup(lite0, "method.name=input_tuning")[3].plan.channels_last
+    model.place("cpu", channels_last=False)  # a shared backbone's next learner may want the other layout
+    assert conv.weight.is_contiguous()
+
+
+def test_prefetched_features_are_charged_their_encoding_time(lite0):
+    """A client whose features were prefetched (inline simulation) reports the encoding time they cost, so simulated
+    device times still include the backbone; a learner without a prefetch does not use the per-sample store."""
+    _, benchmark, model, learner = setup(lite0, "method.name=head_only", "model.head.name=ridge")
+    experience = benchmark.train_stream[0]
+    learner.gather_statistics(experience)
+    assert len(learner.cache.samples) == 0  # no prefetch: encoded directly, nothing stored per sample
+    _, benchmark, model, learner = setup(lite0, "method.name=head_only", "model.head.name=ridge")
+    experience = benchmark.train_stream[0]
+    assert learner.prefetch_features([experience]) == len(experience)
+    learner.cache.samples.seconds_per_sample = 1.0  # as if each sample had taken a second to encode
+    stats = learner.gather_statistics(experience)
+    assert stats["num_examples"] == len(experience) and stats["train_time_s"] >= len(experience)

@@ -73,7 +73,7 @@ class FrozenBackbone(nn.Module):
         device = _resolved(torch.device(device))
         where = {_resolved(t.device) for t in (next(iter(self.model.parameters()), self.mean), self.mean)}
         if getattr(self, "_placed", None) != (device, channels_last) or where != {device}:
-            self.to(device, **({"memory_format": torch.channels_last} if channels_last else {}))
+            self.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
             self._placed = (device, channels_last)
         return self
 

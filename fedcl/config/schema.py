@@ -115,7 +115,7 @@ class TrainConfig(Section):
     logit_mask: LogitMask = "current"
     device: Device = "auto"
     precision: Precision = "auto"  # auto (bf16/fp16 on CUDA, fp32 elsewhere), fp32, bf16, fp16
-    channels_last: Flag | None = None  # null: on for CUDA
+    channels_last: Flag | None = None  # null: on for CUDA, and on the CPU for a backbone run forward only (frozen features)
     gpu_memory_fraction: real(gt=0, le=1) | None = None  # cap on this process's share of GPU memory
     activation_checkpointing: Flag = False  # recompute the backbone's activations in the backward pass
     num_threads: integer(1, MAX_THREADS) | None = None

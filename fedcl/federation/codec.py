@@ -13,6 +13,9 @@ quantisation the state itself travels (the same bytes, and no reconstruction err
 
 from __future__ import annotations
 
+import io
+import math
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
@@ -30,6 +33,31 @@ _NUMPY_OF = {torch.float64: np.dtype(np.float64), torch.float16: np.dtype(np.flo
 
 class BadUpdateError(FedclError):
     """A client update that does not match the model (missing/extra keys, wrong shapes, non-finite values)."""
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_array(array: Array, what: str) -> np.ndarray:
+    """``array``'s value, read without ``np.load``: its header is checked against its byte count before anything is
+    allocated, so a reply of a few bytes whose header claims a huge shape cannot exhaust the server's memory; object
+    dtypes (pickles) are refused. Read-only (a view of the reply's bytes)."""
+    data = array.data
+    if array.stype != "numpy.ndarray" or not isinstance(data, bytes):
+        raise BadUpdateError(f"{what} is not a NumPy array")
+    stream = io.BytesIO(data)
+    try:
+        reader = _HEADER_READERS.get(np.lib.format.read_magic(stream))
+        if reader is None:
+            raise ValueError("unsupported format version")
+        shape, fortran_order, dtype = reader(stream)
+    except (ValueError, TypeError, EOFError, OSError, SyntaxError) as exc:
+        raise BadUpdateError(f"{what} is not a readable NumPy array ({type(exc).__name__})") from None
+    count = math.prod(shape)
+    if dtype.hasobject or count * dtype.itemsize != len(data) - stream.tell():
+        raise BadUpdateError(f"{what}: its header ({dtype}, shape {tuple(shape)}) does not match its {len(data)} bytes")
+    values = np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell())
+    return values.reshape(shape, order="F" if fortran_order else "C")
 
 
 def _to_fp16(x: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
@@ -98,17 +126,17 @@ def decode(record: ArrayRecord, reference: dict[str, torch.Tensor], source: str 
         raise BadUpdateError(f"{source}: keys do not match the model ({detail})")
     out = {}
     for key in keys:
-        x = record[key].numpy()
+        x = wire = read_array(record[key], f"{source}: '{key}'")
         if key + QPARAMS in record:
-            qparams = record[key + QPARAMS].numpy()
+            qparams = read_array(record[key + QPARAMS], f"{source}: quantisation parameters of '{key}'")
             if qparams.dtype != np.float32 or qparams.shape != (2,) or x.dtype != np.int8:
                 raise BadUpdateError(f"{source}: '{key}' has malformed 8-bit quantisation parameters (expected 2 float32 values beside int8 codes)")
             lo, scale = qparams.astype(np.float64)
             x = ((x.astype(np.float64) + 128) * scale + lo).astype(np.float32)
         ref = reference[key]
         allowed = _WIRE_DTYPES.get(ref.dtype, (_NUMPY_OF.get(ref.dtype),))
-        if record[key].numpy().dtype not in allowed or (record[key].numpy().dtype == np.int8 and key + QPARAMS not in record and ref.is_floating_point()):
-            raise BadUpdateError(f"{source}: '{key}' has dtype {record[key].numpy().dtype}, the model expects {str(ref.dtype).replace('torch.', '')}")
+        if wire.dtype not in allowed or (wire.dtype == np.int8 and key + QPARAMS not in record and ref.is_floating_point()):
+            raise BadUpdateError(f"{source}: '{key}' has dtype {wire.dtype}, the model expects {str(ref.dtype).replace('torch.', '')}")
         if tuple(x.shape) != tuple(ref.shape):
             raise BadUpdateError(f"{source}: '{key}' has shape {tuple(x.shape)}, the model expects {tuple(ref.shape)}")
         t = torch.from_numpy(np.array(x)).to(ref.dtype)

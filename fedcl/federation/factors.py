@@ -11,9 +11,11 @@ then hold factors, not 6.66 MB Gram matrices. Counts and class sums travel as be
 eigenpairs (λ_i, v_i) of the Gram change HᵀH, in decreasing order, each row's largest entry made
 positive; singular values below numerical rank tolerance are dropped (their rows are rounding noise).
 
-**Privacy: R reveals no more than G = HᵀH.** R is a function of G alone: the server, holding the
-packed G, would compute the same R from G's eigendecomposition (up to a rotation inside a repeated
-nonzero eigenvalue, which continuous features almost never have). Every factor of G with r rows is
+**Privacy: R reveals no more than G = HᵀH**, except inside a repeated nonzero eigenvalue of G. R is a
+function of G alone: the server, holding the packed G, would compute the same R from G's
+eigendecomposition. Inside a repeated eigenvalue, though, the SVD's basis follows H (orthogonal samples
+of equal norm are sent as they are, where G shows them only up to a rotation); continuous features
+practically never have one, and ``federation.gram_factor=false`` sends the packed G. Every factor of G with r rows is
 Q R for some orthogonal Q (r x r), and R is the one G itself fixes, so no information about the
 individual rows H (the client's samples) travels beyond what the packed G carries. (QR's R, the
 Cholesky-type factor of G, is equally a function of G when H's leading n x n block is invertible,
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fedcl.federation.codec import FACTOR, BadUpdateError
+from fedcl.federation.codec import FACTOR, BadUpdateError, read_array
 from fedcl.heads.statistics import STATS_DTYPE, StatisticalHead, pack_upper
 
 GRAM_KEY = "head.gram"
@@ -137,10 +139,7 @@ def read_factors(record: ArrayRecord, dims: dict[str, int], source: str) -> dict
 
 
 def checked_factor(array: Array, dim: int, what: str) -> torch.Tensor:
-    try:
-        x = array.numpy()
-    except (TypeError, ValueError, EOFError, OSError) as exc:
-        raise BadUpdateError(f"{what} is not a readable NumPy array ({type(exc).__name__})") from None
+    x = read_array(array, what)
     if x.dtype != np.float64:
         raise BadUpdateError(f"{what} has dtype {x.dtype}, expected float64")
     if x.ndim != 2 or x.shape[1] != dim or not 1 <= x.shape[0] <= max_factor_rows(dim):
