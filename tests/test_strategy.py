@@ -102,6 +102,7 @@ def test_byte_counts_and_wire_copies_hash_each_object_once(monkeypatch):
     serialised bytes) at most once, not once per ancestor; the count is the one of hashing afresh everywhere."""
     import flwr.supercore.inflatable.inflatable_object as inflatable
 
+    from fedcl.federation import flower_adapter
     from fedcl.federation.flower_adapter import _message_object_bytes, over_the_wire
 
     s = strategy()
@@ -115,6 +116,7 @@ def test_byte_counts_and_wire_copies_hash_each_object_once(monkeypatch):
         return get_object_id(content)
 
     monkeypatch.setattr(inflatable, "get_object_id", counted)
+    monkeypatch.setattr(flower_adapter, "get_object_id", counted)
     assert message_bytes(msg) == fresh
     assert hashed[0] <= len(objects), (hashed, len(objects))
     hashed[0] = 0
@@ -185,3 +187,30 @@ def test_malformed_updates_are_refused_with_the_reason(bad, reason):
     assert len(s.recorder.rejected) == 1 and reason in s.recorder.rejected[0], s.recorder.rejected
     assert all(torch.isfinite(v).all() for v in s.global_state.values())
     assert torch.allclose(s.global_state["transform.delta"], torch.ones(5))  # only the good client counted
+
+
+def test_a_wire_copy_is_counted_from_the_bytes_it_arrived_as(monkeypatch):
+    """The inline grid's wire copy serialises each object once, and counting the received message reuses those
+    bytes (only its metadata is serialised again): the same count as serialising it afresh, ids changed or not."""
+    from fedcl.federation.flower_adapter import _message_object_bytes, new_message_id, over_the_wire
+
+    def fresh(m):
+        return sum(_message_object_bytes(o) if isinstance(o, Message) else len(o.deflate()) for o in get_all_nested_objects(m).values())
+
+    msg = configure(strategy(), [7])[0]
+    expected = fresh(msg)
+    deflated, deflate = [0], ConfigRecord.deflate
+
+    def counted(self):
+        deflated[0] += 1
+        return deflate(self)
+
+    monkeypatch.setattr(ConfigRecord, "deflate", counted)
+    received = over_the_wire(msg)
+    assert deflated[0] == 1
+    new_message_id(received)
+    set_source(received, 12345)
+    assert message_bytes(received) == expected == fresh(received)
+    deflated[0] = 0
+    assert message_bytes(received) == expected
+    assert deflated[0] == 0

@@ -39,15 +39,17 @@ if (_problem := check_flower_version()) is not None:
 
 # internals (imported after the version check so that a failure comes with the message above)
 try:
-    from flwr.app import Message
+    from flwr.app import ArrayRecord, Message, RecordDict
     from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.common.serde_utils import error_to_proto, metadata_to_proto
     from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=E0611
     from flwr.supercore.differential_privacy import compute_clip_model_update, compute_stdv
     from flwr.supercore.inflatable.inflatable_object import (
         InflatableObject,
+        _get_computed_object_ids,
         add_header_to_object_body,
         get_all_nested_objects,
+        get_object_id,
         no_object_id_recompute,
     )
     from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
@@ -56,8 +58,8 @@ try:
 except ImportError as exc:  # pragma: no cover - only on an unsupported Flower
     raise ImportError(f"{exc}. {check_flower_version() or 'Flower internals moved.'}") from exc
 
-__all__ = ["SUPERLINK_NODE_ID", "Run", "clip_flat", "empty_run", "gaussian_noise_std", "message_bytes", "new_message_id",
-           "over_the_wire", "task_identity"]
+__all__ = ["SUPERLINK_NODE_ID", "Run", "clip_flat", "empty_run", "gaussian_noise_std", "get_all_nested_objects", "message_bytes",
+           "new_message_id", "over_the_wire", "task_identity"]
 
 _WIDEST_ID = 2**64 - 1  # a uint64 whose varint takes the most bytes
 
@@ -75,25 +77,78 @@ def _message_object_bytes(message: Message) -> int:
 
 
 def message_bytes(message: Message | InflatableObject) -> int:
-    """Serialized size of a Message (or of any inflatable part of one, e.g. its RecordDict). Object ids are
-    computed once per object (Flower's ``no_object_id_recompute``, as its own senders do): without it, every
-    parent's id re-hashes its whole subtree."""
-    total = 0
+    """Serialized size of a Message (or of any inflatable part of one, e.g. its RecordDict): each object deflated
+    once, an unchanged array object not at all once its size is known. A message rebuilt by :func:`over_the_wire`
+    is counted from the bytes it arrived as (its metadata afresh)."""
+    arrived = message.__dict__.get(_ARRIVED) if isinstance(message, Message) else None
+    sizes: dict[str, int] = {}
     with no_object_id_recompute():
-        for obj in get_all_nested_objects(message).values():
-            total += _message_object_bytes(obj) if isinstance(obj, Message) else len(obj.deflate())
-    return total
+        if arrived is not None and arrived[0] is _content_or_none(message):
+            if arrived[0] is not None:  # its id, as it arrived (the Message object's header names it)
+                _get_computed_object_ids().add(arrived[1])
+                arrived[0].__dict__["_object_id"] = arrived[1]
+            return _message_object_bytes(message) + arrived[2]
+        root = _deflate_tree(message, sizes, None)
+        if isinstance(message, Message):
+            sizes[root] = _message_object_bytes(message)
+    return sum(sizes.values())
 
 
 # ---------------------------------------------------------------------- in-process grid
 def over_the_wire(msg: Message) -> Message:
-    """A new Message inflated from ``msg``'s serialised objects: what the other side gets, no shared objects
-    (object ids computed once per object, as in :func:`message_bytes`)."""
+    """A new Message inflated from ``msg``'s serialised objects (each deflated once): what the other side gets,
+    no shared objects. It remembers its content's wire size, so that :func:`message_bytes` need not deflate it again."""
+    contents: dict[str, bytes] = {}
     with no_object_id_recompute():
-        contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(msg).items()}
-        received = inflate_object_from_contents(msg.object_id, contents)
+        root = _deflate_tree(msg, {}, contents)
+        size = sum(len(c) for oid, c in contents.items() if oid != root)
+        content_id = msg.content.object_id if msg.has_content() else None
+        received = inflate_object_from_contents(root, contents)
     received.metadata.__dict__.update(copy.copy(msg.metadata).__dict__)
+    received.__dict__[_ARRIVED] = (_content_or_none(received), content_id, size)
     return received
+
+
+_ARRIVED = "_fedcl_arrived"  # (the content a message arrived with, its id, its serialised size without the Message object)
+#: object id -> serialised size. An object id is the SHA-256 of the object's bytes, so the size it names is exact
+_SIZES: dict[str, int] = {}
+_MAX_SIZES = 100_000
+
+
+def _content_or_none(msg: Message) -> RecordDict | None:
+    return msg.content if msg.has_content() else None
+
+
+def _parts(obj: InflatableObject) -> list[InflatableObject]:
+    """``obj``'s child objects, without computing their ids (Flower's ``children`` keys them by id)."""
+    if isinstance(obj, Message):
+        return [obj.content] if obj.has_content() else []
+    if isinstance(obj, (RecordDict, ArrayRecord)):
+        return list(obj.values())
+    return list((obj.children or {}).values())
+
+
+def _deflate_tree(obj: InflatableObject, sizes: dict[str, int], contents: dict[str, bytes] | None) -> str:
+    """Serialise ``obj`` and its descendants (children first), each once, into ``sizes`` (and ``contents`` when
+    given); returns ``obj``'s id, set as Flower's ``object_id`` sets it, inside ``no_object_id_recompute``.
+    An object that tracks changes (arrays) and is unchanged keeps its id; without ``contents``, its size is reused."""
+    for part in _parts(obj):
+        _deflate_tree(part, sizes, contents)
+    oid = None if obj.is_dirty else obj.__dict__.get("_object_id")
+    if contents is None and oid in _SIZES:
+        sizes[oid] = _SIZES[oid]
+        return oid
+    content = obj.deflate()
+    if oid is None:
+        oid = get_object_id(content)
+        obj.__dict__["_object_id"] = oid
+    _get_computed_object_ids().add(oid)
+    if len(_SIZES) >= _MAX_SIZES:
+        _SIZES.clear()
+    sizes[oid] = _SIZES[oid] = len(content)
+    if contents is not None:
+        contents[oid] = content
+    return oid
 
 
 def new_message_id(msg: Message) -> str:
