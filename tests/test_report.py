@@ -223,7 +223,7 @@ def test_benchmark_figures_redrawn_from_the_docs_table_keep_labels_apart():
     from redraw_benchmark_figures import read_summary
 
     summary = read_summary(Path(__file__).resolve().parents[1] / "docs" / "benchmark_cpu_runs.csv")
-    assert len(summary) == 54 and (summary["seeds"] == 3).all() and summary["final_acc_std"].notna().all()
+    assert len(summary) == 111 and (summary["seeds"] == 3).all() and summary["final_acc_std"].notna().all()
     for partition in dict.fromkeys(summary["partition"]):
         assert figures.overlapping_labels(figures.plot_accuracy_vs_mb(summary, partition)) == []
         assert figures.overlapping_labels(figures.plot_forgetting(summary, partition)) == []
