@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -19,7 +18,7 @@ from fedcl.methods.base import Batch, Method, Plugin, TrainedCounts
 from fedcl.methods.statistics import GatheredTasks
 from fedcl.model import ContinualModel
 from fedcl.precision import plan_execution
-from fedcl.sample_features import SampleFeatures
+from fedcl.sample_features import SampleFeatures, TensorLRU
 
 class TrainSettings(TrainConfig):
     """The ``[train]`` settings plus the seed that drives shuffling."""
@@ -48,20 +47,15 @@ class FeatureCache:
     heads' single pass (:mod:`fedcl.sample_features`: filled in large batches before clients train)."""
 
     def __init__(self, max_bytes: int = 1 << 29) -> None:
-        self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self.max_bytes, self.nbytes = max_bytes, 0
+        self.experiences = TensorLRU(max_bytes)
         self.samples = SampleFeatures(max_bytes)
 
     def get(self, experience: Experience, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         key = content_key(experience)
-        if key in self._store:
-            self._store.move_to_end(key)
-            return self._store[key]
-        value = self._store[key] = compute().cpu()
-        self.nbytes += value.numel() * value.element_size()
-        while len(self._store) > 1 and self.nbytes > self.max_bytes:
-            _, old = self._store.popitem(last=False)
-            self.nbytes -= old.numel() * old.element_size()
+        if key in self.experiences:
+            return self.experiences.get(key)
+        value = compute().cpu()
+        self.experiences.put(key, value)
         return value
 
 

@@ -39,26 +39,41 @@ def sample_keys(experience: Experience, index: torch.Tensor) -> list[tuple]:
     return [(task, experience.domain, layout, hashlib.blake2b(row, digest_size=16).digest()) for task, row in zip(ids, rows)]
 
 
-class SampleFeatures:
-    """Features of single samples, in CPU memory; the least recently used go beyond ``max_bytes``."""
+class TensorLRU:
+    """Tensors by key, in CPU memory; the least recently used go when they hold more than ``max_bytes``."""
 
     def __init__(self, max_bytes: int = 1 << 29) -> None:
         self._store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self.max_bytes, self.nbytes = max_bytes, 0
-        #: whether a prefetch filled the store (learners only look samples up then), and what it cost per sample:
-        #: a client charges each hit that much encoding time, so simulated client times still include the backbone
-        self.prefetched, self.seconds_per_sample, self.hits = False, 0.0, 0
 
     def __len__(self) -> int:
         return len(self._store)
 
-    def _put(self, key: tuple, value: torch.Tensor) -> None:
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._store
+
+    def get(self, key: tuple) -> torch.Tensor:
+        """The stored tensor, now the most recently used."""
+        self._store.move_to_end(key)
+        return self._store[key]
+
+    def put(self, key: tuple, value: torch.Tensor) -> None:
         if key not in self._store:
             self.nbytes += value.numel() * value.element_size()
         self._store[key] = value
         while len(self._store) > 1 and self.nbytes > self.max_bytes:
             _, old = self._store.popitem(last=False)
             self.nbytes -= old.numel() * old.element_size()
+
+
+class SampleFeatures(TensorLRU):
+    """Features of single samples (a :class:`TensorLRU` keyed by :func:`sample_keys`)."""
+
+    def __init__(self, max_bytes: int = 1 << 29) -> None:
+        super().__init__(max_bytes)
+        #: whether a prefetch filled the store (learners only look samples up then), and what it cost per sample:
+        #: a client charges each hit that much encoding time, so simulated client times still include the backbone
+        self.prefetched, self.seconds_per_sample, self.hits = False, 0.0, 0
 
     def features(self, experience: Experience, index: torch.Tensor, encode: Encoder) -> torch.Tensor:
         """Features of the samples ``index`` of ``experience`` (rows in that order); misses are encoded together."""
@@ -70,7 +85,7 @@ class SampleFeatures:
             values = encode(experience.data.images[where], experience.task_ids_of(where)).cpu()
             for i, row in zip(missing, values):
                 fresh[keys[i]] = row.clone()
-                self._put(keys[i], fresh[keys[i]])
+                self.put(keys[i], fresh[keys[i]])
         for key in keys:
             if key not in fresh:
                 self._store.move_to_end(key)
@@ -103,6 +118,6 @@ class SampleFeatures:
         for start in range(0, len(keys), batch_size):
             values = encode(all_images[start : start + batch_size], all_ids[start : start + batch_size]).cpu()
             for key, row in zip(keys[start : start + batch_size], values):
-                self._put(key, row.clone())
+                self.put(key, row.clone())
         self.prefetched, self.seconds_per_sample = True, (time.perf_counter() - began) / len(keys)
         return len(keys)
