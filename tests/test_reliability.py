@@ -25,6 +25,7 @@ from fedcl.federation.inline import run_inline
 from fedcl.federation.server_app import build_server_app
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_federated
+from fedcl.federation.strategy import FedCLStrategy
 from fedcl.runner import without_wall_clock
 from fedcl.state_files import GLOBAL_MODEL_FILE, load_state_file
 
@@ -102,12 +103,16 @@ def test_malicious_updates_are_refused_and_the_model_equals_the_run_without_them
     assert attacked["accuracy_per_round"] == without["accuracy_per_round"]
 
 
-def test_crashing_and_late_clients_do_not_stop_the_run(tmp_path):
+def test_crashing_and_late_clients_do_not_stop_the_run(tmp_path, monkeypatch):
     # every round, one of the three clients crashes (33 %); in round 2 another one answers too late
     crashes = [f"{r}:{r % 3}" for r in range(1, 5)]
     cfg = config("federation.num_clients=3", f"federation.fault_schedule={json.dumps(crashes + ['2:0:timeout'])}",
-                 "federation.round_timeout_s=15")
+                 "federation.round_timeout_s=15", "federation.node_wait_s=23")
+    waits = []  # a new node's first reply (its ClientApp may still be starting) is awaited node_wait_s, not the round's deadline
+    discover = FedCLStrategy.discover
+    monkeypatch.setattr(FedCLStrategy, "discover", lambda self, grid, timeout: (waits.append(timeout), discover(self, grid, timeout))[1])
     results = run_federated(cfg, tmp_path, quiet=True)
+    assert waits and set(waits) == {23}
     rows = {row["round"]: row for row in results["communication"]["per_round"]}
     for r in range(1, 5):
         assert rows[r]["clients_failed"] == 1 and rows[r]["clients_sampled"] == 3

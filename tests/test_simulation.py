@@ -24,7 +24,7 @@ pytestmark = pytest.mark.xdist_group("ray")
 OVERRIDES = ["federation.boundary_jitter=1", "federation.device_profiles=[\"laptop\", \"jetson_nano\"]", "federation.fraction_train=0.67"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not per module: pytest-xdist may interleave other modules' tests, which would run it twice
 def run(tmp_path_factory):
     cfg = build_config("fedsmoke", None, OVERRIDES + ["federation.ray_num_cpus=2"], schema=FedRunConfig)
     return cfg, run_ray_simulation(cfg, tmp_path_factory.mktemp("sim"))
@@ -134,7 +134,7 @@ def test_crashing_and_late_clients_on_ray(tmp_path):
     """On Flower's Ray engine: a crash every round and one reply after the round's timeout; the run completes."""
     faults = ["1:0", "2:1", "3:2", "4:0", "3:1:timeout"]
     cfg = build_config("fedsmoke", None, OVERRIDES + ["federation.fraction_train=1.0", f"federation.fault_schedule={json.dumps(faults)}",
-                                                      "federation.round_timeout_s=40", "federation.evaluate_clients=false",
+                                                      "federation.round_timeout_s=15", "federation.evaluate_clients=false",
                                                       'federation.device_profiles=["server"]'], schema=FedRunConfig)
     results = run_ray_simulation(cfg, tmp_path)
     rows = {row["round"]: row for row in results["communication"]["per_round"]}

@@ -41,8 +41,9 @@ def has_faults(cfg: FedRunConfig) -> bool:
 
 
 def late_by(cfg: FedRunConfig) -> float:
-    """How long after the request a "timeout" reply comes: well past the server's deadline."""
-    return cfg.federation.round_timeout_s * 1.5 + 1
+    """How long the ClientApp waits before a "timeout" reply: past the server's deadline, which began
+    before the client received the request."""
+    return cfg.federation.round_timeout_s + 1
 
 
 def fault_mod(cfg: FedRunConfig, wait: Callable[[float], None] | None = None):

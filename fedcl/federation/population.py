@@ -27,7 +27,8 @@ class Population:
         return self.node_to_client.get(node, 1 << 62), node
 
     def discover(self, grid: Grid, timeout: float) -> None:
-        """Ask nodes the server has not met yet for their partition id (one small query message each)."""
+        """Ask nodes the server has not met yet for their partition id (one small query message each); a node
+        that does not answer within ``timeout`` is asked again in the next round."""
         new = sorted(set(grid.get_node_ids()) - set(self.node_to_client))
         if not new:
             return

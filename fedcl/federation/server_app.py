@@ -143,7 +143,7 @@ def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluatio
     f = cfg.federation
     for server_round in range(first_round, cfg.num_rounds + 1):
         log(INFO, "[ROUND %s/%s]", server_round, cfg.num_rounds)
-        strategy.discover(grid, f.round_timeout_s)
+        strategy.discover(grid, f.node_wait_s)
         train_config = ConfigRecord({"local-epochs": f.local_epochs, "run-token": run_token})
         replies = grid.send_and_receive(strategy.train_messages(server_round, train_config, grid), timeout=f.round_timeout_s)
         strategy.aggregate_train(server_round, replies)
@@ -168,7 +168,7 @@ def collect_step(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluat
     to the global sums, the final round is evaluated again, and the checkpoint records the step as done.
     Its bytes are in the ledger as round R+1."""
     f, step = cfg.federation, cfg.num_rounds + 1
-    strategy.discover(grid, f.round_timeout_s)
+    strategy.discover(grid, f.node_wait_s)
     messages = strategy.collect_messages(step, ConfigRecord({"run-token": run_token}), grid)
     stats = strategy.aggregate_collect(step, grid.send_and_receive(messages, timeout=f.round_timeout_s))
     strategy.recorder.round_stats[step] = stats
