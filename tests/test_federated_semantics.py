@@ -192,8 +192,8 @@ def test_fault_mod_crashes_or_delays_without_sleeping():
 
     with pytest.raises(InjectedFault, match="client 0 crashed in round 1"):
         train(1)
-    assert train(2).content["metrics"]["ok"] == 1 and waited == [46.0]
-    assert train(3).content["metrics"]["ok"] == 1 and waited == [46.0]
+    assert train(2).content["metrics"]["ok"] == 1 and waited == [31.0]
+    assert train(3).content["metrics"]["ok"] == 1 and waited == [31.0]
 
 
 def test_flower_version_check_says_what_to_do():
