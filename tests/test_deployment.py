@@ -4,6 +4,7 @@ fedcl's ClientApp on each node, `flwr run` from the app directory."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,15 @@ def test_two_rounds_over_tls_return_results(federation, tmp_path):
     assert (out / "global_model.safetensors").exists()
     # the headline figures reach whoever started the run, through the streamed ServerApp log
     assert f'"final_avg_accuracy": {round(r["final_avg_accuracy"], 4)}' in proc.stdout + proc.stderr
+
+
+def test_too_few_supernodes_fail_fast_with_a_clear_error(federation, tmp_path):
+    out = tmp_path / "out"
+    start = time.monotonic()
+    proc = federation.run(ROOT, f'out-dir="{out}" overrides="federation.num_clients=3;federation.node_wait_s=3"')
+    assert not (out / "results.json").exists()
+    assert "only 2 of the 3 required SuperNodes connected" in proc.stdout + proc.stderr
+    assert time.monotonic() - start < 200
 
 
 def test_certs_command_writes_a_ca_server_certificate_and_node_keys(tmp_path):

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -61,12 +60,3 @@ def test_flwr_run_produces_results(superlink, tmp_path):
     assert r["final_avg_accuracy"] > 0.5
     assert r["communication"]["bytes_up"] > 0 and r["communication"]["bytes_down"] > 0
     assert all(row["clients_trained"] >= 1 for row in r["communication"]["per_round"])
-
-
-def test_too_few_supernodes_fail_fast_with_a_clear_error(superlink, tmp_path):
-    out = tmp_path / "out"
-    start = time.monotonic()
-    proc = flwr_run(superlink, f'out-dir="{out}" overrides="federation.node_wait_s=3"', 2)
-    assert not (out / "results.json").exists()
-    assert "only 2 of the 3 required SuperNodes connected" in proc.stdout + proc.stderr
-    assert time.monotonic() - start < 200
