@@ -11,8 +11,6 @@ import pytest
 
 from fedcl.deploy.local import free_port, wait_for_port
 
-#: the Ray tests share one pytest-xdist worker, so that on two cores two Ray clusters never compete for the CPUs
-pytestmark = pytest.mark.xdist_group("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

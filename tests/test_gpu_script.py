@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-#: the Ray tests share one pytest-xdist worker, so that on two cores two Ray clusters never compete for the CPUs
-pytestmark = pytest.mark.xdist_group("ray")
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = {

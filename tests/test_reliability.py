@@ -140,7 +140,6 @@ def _checkpoint_round(path: Path) -> int:
         return 0
 
 
-@pytest.mark.xdist_group("ray")  # resumes on Ray (see tests/test_simulation.py)
 def test_a_killed_run_resumes_to_the_same_results(tmp_path):
     extra = ["federation.num_clients=3", "federation.rounds_per_task=3", "method.plugins.replay.buffer_size=12",
              "method.plugins.ewc={}", "federation.strategy=fedadam", "federation.fraction_train=0.67"]

@@ -18,13 +18,11 @@ from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_ray_simulation
 from fedcl.runner import without_wall_clock
 
-#: the Ray tests share one pytest-xdist worker, so that on two cores two Ray clusters never compete for the CPUs
-pytestmark = pytest.mark.xdist_group("ray")
 
 OVERRIDES = ["federation.boundary_jitter=1", "federation.device_profiles=[\"laptop\", \"jetson_nano\"]", "federation.fraction_train=0.67"]
 
 
-@pytest.fixture(scope="session")  # not per module: pytest-xdist may interleave other modules' tests, which would run it twice
+@pytest.fixture(scope="module")
 def run(tmp_path_factory):
     cfg = build_config("fedsmoke", None, OVERRIDES + ["federation.ray_num_cpus=2"], schema=FedRunConfig)
     return cfg, run_ray_simulation(cfg, tmp_path_factory.mktemp("sim"))

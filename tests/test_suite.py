@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TIERS
+from conftest import SLOWEST_FIRST, TIERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,3 +21,4 @@ def test_every_test_file_has_one_tier():
     files = {p.name for p in (ROOT / "tests").glob("test_*.py")}
     assert files - set(TIERS) == set(), "add these files to TIERS in tests/conftest.py"
     assert set(TIERS) - files == set(), "TIERS names files that do not exist"
+    assert set(SLOWEST_FIRST) <= files, "SLOWEST_FIRST in tests/conftest.py names files that do not exist"
