@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -72,9 +70,8 @@ def _global_model_learner(cfg: FedRunConfig, msg: Message, pid: int, server_roun
     received = decode(msg.content["arrays"], model.exchanged_state(), source="global model",
                       optional=frozenset() if sums_down else frozenset(sum_keys(model)))
     load_state(model, received)
-    # sums the server kept: the client starts them at zero (the fresh model's) and replies with its changes;
-    # a zero of the right shape that holds no memory (a 1280-dim Gram is 6.6 MB per client otherwise)
-    received = {**{k: v.new_zeros(()).expand_as(v) for k, v in model.exchanged_state().items() if k not in received}, **received}
+    # sums the server kept: the client starts them at zero (the fresh model's) and replies with its changes
+    received = {**{k: v.clone() for k, v in model.exchanged_state().items() if k not in received}, **received}
     seen = seen_tasks(cfg, pid, server_round)
     model.seen_tasks = list(seen)
     learner.seen_classes.update(c for t in seen for c in benchmark.task_classes[t])
@@ -153,24 +150,14 @@ def outgoing_state(model, received: dict, pending: PendingStatistics | None, ser
     if pending is None:
         return local, {}
     keys = sum_keys(model)
-    pending.add({k: minus(local[k].double(), received[k]) for k in keys}, gram_rows(model, received))
+    pending.add({k: local[k].double() - received[k].double() for k in keys}, gram_rows(model, received))
     changes, factored = pending.send(server_round, factors)
     for k in keys:
         if k in changes:
-            local[k] = (changes[k] if is_free_zero(received[k]) else received[k].double() + changes[k]).to(local[k].dtype)
+            local[k] = (received[k].double() + changes[k]).to(local[k].dtype)
         else:
             del local[k]
     return local, factored
-
-
-def is_free_zero(x: torch.Tensor) -> bool:
-    """A zero expanded to a shape (sums the server kept): adding or subtracting it changes nothing, so it is skipped."""
-    return x.dim() > 0 and all(s == 0 for s in x.stride())
-
-
-def minus(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``x - y`` in float64 (``x`` itself when ``y`` is a free zero)."""
-    return x if is_free_zero(y) else x - y.double()
 
 
 def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_state_dir: str | Path | None = None) -> Message:
@@ -240,8 +227,7 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     model, method = build_model(cfg, benchmark)
     learner = build_learner(cfg, model, method, benchmark, derived_seed(cfg.seed, pid, server_round))
     keys = sum_keys(model)
-    received = decode(msg.content["arrays"], model.exchanged_state(), source="global model", optional=frozenset(keys))
-    load_state(model, received)
+    load_state(model, decode(msg.content["arrays"], model.exchanged_state(), source="global model", optional=frozenset(keys)))
     pending = attach_pending(learner)
     base = {"partition-id": pid, "collect": 1, "num-examples": 0}
     if pending is None:
@@ -250,11 +236,10 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     restore_client_state(learner, context, folder, pid, server_round, run_token)
     pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
-    # sums the message did not carry start at zero: what the model holds after catching up is the change
-    before = {k: received[k] if k in received else v.new_zeros(()).expand_as(v) for k, v in model.exchanged_state().items() if k in keys}
+    before = {k: v.double().clone() for k, v in model.exchanged_state().items() if k in keys}
     added = catch_up(cfg, learner, pid, seen_tasks(cfg, pid, int(config["last-round"])), root)
     now = model.exchanged_state()
-    pending.add({k: minus(now[k].double(), before[k]) for k in keys}, gram_rows(model, before))
+    pending.add({k: now[k].double() - before[k] for k in keys}, gram_rows(model, before))
     changes, factors = pending.send(server_round, accepts_factors(config))
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
     save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token, keep_since(config))
