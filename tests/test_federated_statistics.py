@@ -86,7 +86,8 @@ def test_federated_head_equals_the_central_fit(tmp_path, setting):
     central, benchmark = central_head(cfg)
     assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
     collect = results["communication"]["collect_step"]
-    assert collect["clients_asked"] == cfg.federation.num_clients
+    # the clients the server may lack statistics from are asked (the head equality above checks none was missed)
+    assert collect["clients_contributed"] <= collect["clients_asked"] <= cfg.federation.num_clients
     rows = results["communication"]["per_round"]
     assert sum(r.get("clients_unavailable", 0) for r in rows) > 0  # the setting did drop some clients
 
@@ -173,6 +174,8 @@ def test_statistics_travel_once_per_task_and_g_packed(tmp_path):
             assert up < stats_bytes + d * d * 8 / 2  # the full G would not fit
         for pid, down in row["per_client_down"].items():  # the sums stay on the server: clients gather their own
             assert down < stats_bytes / 100, (r, pid, down)
+    # every client trained in every round: the server added everything, so the collect step asks no one
+    assert results["communication"]["collect_step"]["clients_asked"] == 0
     assert results["communication"]["collect_step"]["clients_contributed"] == 0
     assert results["communication"]["bytes_up_per_client_per_task"] > stats_bytes / cfg.federation.rounds_per_task
 

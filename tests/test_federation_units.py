@@ -13,7 +13,7 @@ from fedcl.federation.codec import BadUpdateError, decode, encode
 from fedcl.federation.partitions import partition_indices
 from fedcl.federation.profiles import PROFILES, client_profile, is_unavailable, simulated_client_time
 from fedcl.federation.schedule import TaskSchedule
-from fedcl.federation.server_app import wait_for_nodes
+from fedcl.federation.server_app import first_reply_wait_s, wait_for_nodes
 from fedcl.federation.server_optimizer import ServerAdam
 
 
@@ -206,3 +206,16 @@ def test_building_a_client_model_queues_no_lazy_device_seeds(monkeypatch):
     again, _ = build_model(cfg, benchmark)
     for key, value in model.head.state_dict().items():
         assert torch.equal(value, again.head.state_dict()[key])
+
+
+def test_a_new_nodes_first_reply_is_awaited_the_longer_of_node_wait_and_round_timeout():
+    from fedcl.config import build_config
+    from fedcl.federation.settings import FedRunConfig
+
+    def wait(node_wait_s, round_timeout_s):
+        cfg = build_config("fedsmoke", None, [f"federation.node_wait_s={node_wait_s}", f"federation.round_timeout_s={round_timeout_s}"],
+                          schema=FedRunConfig)
+        return first_reply_wait_s(cfg.federation)
+
+    assert wait(60, 600) == 600  # a slow edge device starting its ClientApp is not dropped by a short node_wait_s
+    assert wait(23, 15) == 23  # nor by a short round deadline

@@ -108,7 +108,7 @@ def test_crashing_and_late_clients_do_not_stop_the_run(tmp_path, monkeypatch):
     crashes = [f"{r}:{r % 3}" for r in range(1, 5)]
     cfg = config("federation.num_clients=3", f"federation.fault_schedule={json.dumps(crashes + ['2:0:timeout'])}",
                  "federation.round_timeout_s=15", "federation.node_wait_s=23")
-    waits = []  # a new node's first reply (its ClientApp may still be starting) is awaited node_wait_s, not the round's deadline
+    waits = []  # a new node's first reply (its ClientApp may still be starting) is awaited the longer of node_wait_s and the round's deadline
     discover = FedCLStrategy.discover
     monkeypatch.setattr(FedCLStrategy, "discover", lambda self, grid, timeout: (waits.append(timeout), discover(self, grid, timeout))[1])
     results = run_federated(cfg, tmp_path, quiet=True)

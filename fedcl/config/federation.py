@@ -56,7 +56,7 @@ class FederationConfig(Section):
     evaluate_clients: Flag = True
     client_eval_every: CountOrZero = 0  # clients also evaluate every k rounds (0: only after the last round)
     evaluate_every_round: Flag = True  # false: the server evaluates only at task boundaries
-    node_wait_s: real(gt=0, le=MAX_WAIT_S) = 60.0  # how long the server waits for min_available_nodes, and for a new node's first reply
+    node_wait_s: real(gt=0, le=MAX_WAIT_S) = 60.0  # how long the server waits for min_available_nodes (and at least this for a new node's first reply)
 
     @model_validator(mode="after")
     def _consistent(self) -> "FederationConfig":

@@ -118,6 +118,13 @@ class ServerEvaluation:
         self.accuracy[server_round] = self.learner.evaluate(self.benchmark.test_stream)
 
 
+def first_reply_wait_s(federation) -> float:
+    """How long a new node's first reply (its partition id) is awaited: the longer of ``node_wait_s`` and
+    ``round_timeout_s``; a node's first message may have to start its ClientApp (import, backbone), which can
+    take longer than a warm round."""
+    return max(federation.node_wait_s, federation.round_timeout_s)
+
+
 def client_task_ends(schedule, client: int) -> list[int]:
     """The round after which ``client`` has finished each position of its stream."""
     starts = schedule.starts(client)
@@ -143,7 +150,7 @@ def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluatio
     f = cfg.federation
     for server_round in range(first_round, cfg.num_rounds + 1):
         log(INFO, "[ROUND %s/%s]", server_round, cfg.num_rounds)
-        strategy.discover(grid, f.node_wait_s)
+        strategy.discover(grid, first_reply_wait_s(f))
         train_config = ConfigRecord({"local-epochs": f.local_epochs, "run-token": run_token})
         replies = grid.send_and_receive(strategy.train_messages(server_round, train_config, grid), timeout=f.round_timeout_s)
         strategy.aggregate_train(server_round, replies)
@@ -168,15 +175,23 @@ def collect_step(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluat
     to the global sums, the final round is evaluated again, and the checkpoint records the step as done.
     Its bytes are in the ledger as round R+1."""
     f, step = cfg.federation, cfg.num_rounds + 1
-    strategy.discover(grid, f.node_wait_s)
-    messages = strategy.collect_messages(step, ConfigRecord({"run-token": run_token}), grid)
-    stats = strategy.aggregate_collect(step, grid.send_and_receive(messages, timeout=f.round_timeout_s))
+    strategy.discover(grid, first_reply_wait_s(f))
+    messages = strategy.collect_messages(step, ConfigRecord({"run-token": run_token}), grid, settled_clients(cfg, strategy.stats_accepted))
+    stats = strategy.aggregate_collect(step, grid.send_and_receive(messages, timeout=f.round_timeout_s) if messages else [])
     strategy.recorder.round_stats[step] = stats
     check_global_state(strategy.global_state, cfg.num_rounds, cfg.to_dict())
-    evaluation(cfg.num_rounds, strategy.global_state)
+    if stats["clients_contributed"]:  # else the global model is the last round's, already evaluated
+        evaluation(cfg.num_rounds, strategy.global_state)
     log(INFO, "fedcl: collect step: %s of %s clients sent statistics", stats["clients_contributed"], stats["clients_asked"])
     if f.checkpoint_every:
         checkpoint(cfg.num_rounds)
+
+
+def settled_clients(cfg: FedRunConfig, stats_accepted: dict[int, int]) -> frozenset[int]:
+    """Clients that hold no statistics the server lacks: the server added an upload of theirs sent after their
+    stream reached its last task. (A client that trains first gathers every task it has seen, so its later
+    replies carry nothing new; what it holds unconfirmed is what the server already added.)"""
+    return frozenset(c for c, r in stats_accepted.items() if r and seen_tasks(cfg, c, r) == seen_tasks(cfg, c, cfg.num_rounds))
 
 
 def evaluate_clients(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, server_round: int) -> None:

@@ -159,13 +159,16 @@ class FedCLStrategy:
         }
 
     # ------------------------------------------------------------------ final collect step
-    def collect_messages(self, server_round: int, config: ConfigRecord, grid: Grid) -> list[Message]:
-        """One message to every connected node: send the statistics you have not sent (or not had confirmed).
-        It carries the global state without its sums (a transform the client may need to encode with)."""
+    def collect_messages(self, server_round: int, config: ConfigRecord, grid: Grid, settled: frozenset[int] = frozenset()
+                         ) -> list[Message]:
+        """One message to every connected node but the ``settled`` clients (known to hold nothing the server
+        lacks): send the statistics you have not sent (or not had confirmed). It carries the global state
+        without its sums (a transform the client may need to encode with)."""
         payload = encode({k: v for k, v in self.global_state.items() if k not in self.sum_keys}, "none")
         config.update({"server-round": server_round, "collect": 1, "last-round": self.cfg.num_rounds})
+        nodes = [n for n in self.population.connected(grid) if self.population.node_to_client[n] not in settled]
         messages = [Message(RecordDict({"arrays": payload, "config": self._client_config(config, node)}), node, MessageType.TRAIN)
-                    for node in self.population.connected(grid)]
+                    for node in nodes]
         self.recorder.sent_train(server_round, {m.metadata.dst_node_id: message_bytes(m) for m in messages}, message_bytes(payload))
         self.recorder.full_model_bytes.pop(server_round, None)  # full-model FedAvg has no collect step
         return messages
