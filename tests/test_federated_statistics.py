@@ -85,9 +85,6 @@ def test_federated_head_equals_the_central_fit(tmp_path, setting):
     results = run_federated(cfg, tmp_path, quiet=True)
     central, benchmark = central_head(cfg)
     assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
-    collect = results["communication"]["collect_step"]
-    # the clients the server may lack statistics from are asked (the head equality above checks none was missed)
-    assert collect["clients_contributed"] <= collect["clients_asked"] <= cfg.federation.num_clients
     rows = results["communication"]["per_round"]
     assert sum(r.get("clients_unavailable", 0) for r in rows) > 0  # the setting did drop some clients
 
@@ -119,6 +116,9 @@ def test_lost_replies_are_sent_again(tmp_path):
     run_inline(build_server_app(cfg, tmp_path), lossy_app(cfg, lost), cfg.federation.num_clients)
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["rejected_updates"]) == len(lost)
+    # the others' last uploads were added: only client 1 is asked in the collect step, and it sends its last task
+    collect = results["communication"]["collect_step"]
+    assert (collect["clients_asked"], collect["clients_contributed_ids"]) == (1, [1])
     central, benchmark = central_head(cfg)
     assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
 
@@ -166,7 +166,9 @@ def test_statistics_travel_once_per_task_and_g_packed(tmp_path):
     results = run_federated(cfg, tmp_path, quiet=True)
     d, k = 1280, 6
     stats_bytes = 8 * (k + k * d + d * (d + 1) // 2)  # counts, sums, packed upper triangle of G (float64)
-    for row in results["communication"]["per_round"][:-1]:
+    rounds = [row for row in results["communication"]["per_round"] if row["round"] <= cfg.num_rounds]
+    assert len(rounds) == cfg.num_rounds
+    for row in rounds:
         r = row["round"]
         for pid, up in row["per_client_up"].items():
             first_round_of_task = (r - 1) % cfg.federation.rounds_per_task == 0

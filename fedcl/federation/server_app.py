@@ -120,8 +120,8 @@ class ServerEvaluation:
 
 def first_reply_wait_s(federation) -> float:
     """How long a new node's first reply (its partition id) is awaited: the longer of ``node_wait_s`` and
-    ``round_timeout_s``; a node's first message may have to start its ClientApp (import, backbone), which can
-    take longer than a warm round."""
+    ``round_timeout_s``; a node's first message may have to start its ClientApp process and import its
+    packages first."""
     return max(federation.node_wait_s, federation.round_timeout_s)
 
 
@@ -170,13 +170,16 @@ def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluatio
 
 def collect_step(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, run_token: str,
                  checkpoint) -> None:
-    """After the last round, every connected client sends the statistics it has not sent yet (tasks it saw
-    but was never sampled or available to gather, and replies that were lost or rejected); they are added
-    to the global sums, the final round is evaluated again, and the checkpoint records the step as done.
-    Its bytes are in the ledger as round R+1."""
+    """After the last round, every connected client that may hold statistics the server lacks (all but the
+    :func:`settled_clients`) sends those it has not sent yet (tasks it saw but was never sampled or available
+    to gather, and replies that were lost or rejected); they are added to the global sums, the final round is
+    evaluated again if any came, and the checkpoint records the step as done. Its bytes are in the ledger as
+    round R+1 (no such row when no client was asked)."""
     f, step = cfg.federation, cfg.num_rounds + 1
     strategy.discover(grid, first_reply_wait_s(f))
-    messages = strategy.collect_messages(step, ConfigRecord({"run-token": run_token}), grid, settled_clients(cfg, strategy.stats_accepted))
+    # (clients that learn by gradient add statistics every batch: any of them may hold some, so all are asked)
+    settled = frozenset() if strategy.sums_down else settled_clients(cfg, strategy.stats_accepted)
+    messages = strategy.collect_messages(step, ConfigRecord({"run-token": run_token}), grid, settled)
     stats = strategy.aggregate_collect(step, grid.send_and_receive(messages, timeout=f.round_timeout_s) if messages else [])
     strategy.recorder.round_stats[step] = stats
     check_global_state(strategy.global_state, cfg.num_rounds, cfg.to_dict())
