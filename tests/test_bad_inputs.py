@@ -283,6 +283,7 @@ CASES: list[Case] = [
     ("fault outside the run", simulate('federation.fault_schedule=["99:0"]'), "'99:0' is outside rounds 1..4"),
     ("unknown scheduled fault", simulate('federation.fault_schedule=["1:0:explode"]'), "has kind 'explode'"),
     ("noise without clipping", simulate("federation.dp_noise_multiplier=1.0"), "needs federation.dp_clipping_norm"),
+    ("input tuning with a statistical head, federated", simulate("model.head.name=ncm"), "federated runs do not support it: use method.name=head_only"),
     ("DP with median", simulate("federation.dp_clipping_norm=1.0", 'federation.aggregation="median"'), "not 'median'"),
     ("DP with NCM", simulate("federation.dp_clipping_norm=1.0", 'model.head.name="ncm"'), "cannot protect the NCM head"),
     ("DP with a ridge head", simulate("federation.dp_clipping_norm=1.0", 'model.head.name="ridge"', 'method.name="head_only"'),

@@ -78,6 +78,10 @@ class FederationConfig(Section):
         return self
 
 
+#: heads built from summed statistics (registered in fedcl.heads; named here to check combinations before any work)
+STATISTICAL_HEADS = ("ncm", "lda", "ridge")
+
+
 class FedRunConfig(RunConfig):
     """A federated run: a single-device run's tables plus ``[federation]``."""
 
@@ -90,9 +94,12 @@ class FedRunConfig(RunConfig):
     @model_validator(mode="after")
     def _federated_consistent(self) -> "FedRunConfig":
         f = self.federation
-        if f.dp_clipping_norm is not None and self.model.head.name in ("ncm", "lda", "ridge"):  # heads of summed statistics
+        if f.dp_clipping_norm is not None and self.model.head.name in STATISTICAL_HEADS:
             raise ConfigError(f"federation.dp_clipping_norm cannot protect the {self.model.head.name.upper()} head (model.head.name): "
                               "its summed statistics are not averaged parameters; turn central DP off or use a trained head")
+        if self.method.name == "input_tuning" and self.model.head.name in STATISTICAL_HEADS:
+            raise ConfigError(f"method.name=input_tuning with the {self.model.head.name.upper()} head adapts the transform with a temporary "
+                              "linear head on one device first; federated runs do not support it: use method.name=head_only")
         _check_shards(self)
         fault_schedule(self)
         return self
