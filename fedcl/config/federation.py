@@ -97,9 +97,6 @@ class FedRunConfig(RunConfig):
         if f.dp_clipping_norm is not None and self.model.head.name in STATISTICAL_HEADS:
             raise ConfigError(f"federation.dp_clipping_norm cannot protect the {self.model.head.name.upper()} head (model.head.name): "
                               "its summed statistics are not averaged parameters; turn central DP off or use a trained head")
-        if self.method.name == "input_tuning" and self.model.head.name in STATISTICAL_HEADS:
-            raise ConfigError(f"method.name=input_tuning with the {self.model.head.name.upper()} head adapts the transform with a temporary "
-                              "linear head on one device first; federated runs do not support it: use method.name=head_only")
         _check_shards(self)
         fault_schedule(self)
         return self

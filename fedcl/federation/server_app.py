@@ -18,7 +18,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcl.optional import require_accountant, require_partitioners, require_ray
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
-from fedcl.errors import FedclError
+from fedcl.config.federation import STATISTICAL_HEADS
+from fedcl.errors import ConfigError, FedclError
 from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
 from fedcl.federation.checkpoint import (CHECKPOINT_FILE, STAGED_CHECKPOINT_FILE, Checkpoint, CheckpointError, check_state, load_checkpoint,
@@ -69,6 +70,14 @@ def checked_checkpoint(cfg: FedRunConfig, path: Path, global_state: dict[str, to
     return ckpt, checked
 
 
+def refuse_single_device_methods(cfg: FedRunConfig) -> None:
+    """Methods that work on one device only, refused in one line before any federated work (the schema
+    serves single-device runs too, so this is checked here)."""
+    if cfg.method.name == "input_tuning" and cfg.model.head.name in STATISTICAL_HEADS:
+        raise ConfigError(f"method.name=input_tuning with the {cfg.model.head.name.upper()} head adapts the transform with a temporary "
+                          "linear head on one device first; federated runs do not support it: use method.name=head_only")
+
+
 def require_extras(cfg: FedRunConfig) -> None:
     """The optional packages the server of this run needs, checked before any work (one line naming the extra)."""
     if cfg.federation.dp_noise_multiplier:
@@ -78,6 +87,7 @@ def require_extras(cfg: FedRunConfig) -> None:
 def preflight(cfg: FedRunConfig, out: Path) -> None:
     """Everything that can fail on the user's input, checked before any simulation starts: data, backbone
     and weights, and (when resuming) the checkpoint. Caches make the ServerApp's own build free."""
+    refuse_single_device_methods(cfg)
     require_extras(cfg)
     require_partitioners()
     if cfg.federation.backend == "ray":
@@ -233,7 +243,8 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
     """Run the federation (resuming from ``out``'s checkpoint if asked); returns the results and the final global state."""
     start = time.perf_counter()
     f = cfg.federation
-    require_extras(cfg)  # (a deployed ServerApp has no preflight)
+    refuse_single_device_methods(cfg)  # (a deployed ServerApp has no preflight)
+    require_extras(cfg)
     benchmark, model, method, global_state = server_model(cfg)
     full_state = {**{f"backbone.{k}": v for k, v in model.backbone.state_dict().items()},
                   **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
