@@ -78,19 +78,17 @@ class SampleFeatures(TensorLRU):
     def features(self, experience: Experience, index: torch.Tensor, encode: Encoder) -> torch.Tensor:
         """Features of the samples ``index`` of ``experience`` (rows in that order); misses are encoded together."""
         keys = sample_keys(experience, index)
-        missing = [i for i, key in enumerate(keys) if key not in self._store]
-        fresh: dict[tuple, torch.Tensor] = {}
+        # hits are read first: storing the misses may evict them
+        found = {key: self.get(key) for key in keys if key in self}
+        missing = [i for i, key in enumerate(keys) if key not in found]
         if missing:
             where = index[torch.tensor(missing, dtype=torch.long)]
             values = encode(experience.data.images[where], experience.task_ids_of(where)).cpu()
             for i, row in zip(missing, values):
-                fresh[keys[i]] = row.clone()
-                self.put(keys[i], fresh[keys[i]])
-        for key in keys:
-            if key not in fresh:
-                self._store.move_to_end(key)
+                found[keys[i]] = row.clone()
+                self.put(keys[i], found[keys[i]])
         self.hits += len(keys) - len(missing)
-        return torch.stack([fresh[k] if k in fresh else self._store[k] for k in keys])
+        return torch.stack([found[k] for k in keys])
 
     def prefetch(self, experiences: Iterable[Experience], encode: Encoder, batch_size: int) -> int:
         """Encode every sample of ``experiences`` not stored yet, in batches of ``batch_size`` that mix experiences

@@ -189,3 +189,26 @@ def test_prefetched_features_are_charged_their_encoding_time(lite0):
     learner.cache.samples.seconds_per_sample = 1.0  # as if each sample had taken a second to encode
     stats = learner.gather_statistics(experience)
     assert stats["num_examples"] == len(experience) and stats["train_time_s"] >= len(experience)
+
+
+def test_sample_features_keep_their_hits_when_storing_the_misses_evicts_them():
+    """A store with room for two rows: a hit that is the least recently used is read before the misses are
+    stored (storing them evicts it), and every row is the right one."""
+    from types import SimpleNamespace
+
+    from fedcl.sample_features import SampleFeatures
+
+    images = torch.arange(3 * 4, dtype=torch.uint8).view(3, 1, 2, 2)
+    experience = SimpleNamespace(data=SimpleNamespace(images=images), domain=None,
+                                 task_ids_of=lambda index: torch.zeros(len(index), dtype=torch.long))
+    encoded = []
+
+    def encode(batch, task_ids):
+        encoded.append(len(batch))
+        return batch.flatten(1).float()
+
+    store = SampleFeatures(max_bytes=2 * 4 * 4)  # two rows of 4 float32
+    store.features(experience, torch.tensor([0, 1]), encode)
+    rows = store.features(experience, torch.tensor([0, 2]), encode)  # 0: the oldest hit; storing 2 must not lose it
+    assert torch.equal(rows, images[[0, 2]].flatten(1).float())
+    assert encoded == [2, 1] and store.hits == 1 and len(store) == 2
