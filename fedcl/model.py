@@ -85,4 +85,4 @@ class ContinualModel(nn.Module):
     def aggregation_kinds(self) -> dict[str, str]:
         kinds = {f"transform.{k}": v for k, v in self.transform.aggregation_kinds().items()}
         kinds.update({f"head.{k}": v for k, v in self.head.aggregation_kinds().items()})
-        return {k: kinds.get(k, "examples") for k in self.exchanged_state()}
+        return {k: kinds.get(k, "examples") for k in self.exchanged_keys}

@@ -64,8 +64,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """``write(temporary path)``, flush it to disk, then move it to ``path`` in one step."""
+def write_atomic(path: str | Path, write: Callable[[Path], None], sync: bool = True) -> Path:
+    """``write(temporary path)``, flush it to disk, then move it to ``path`` in one step. ``sync=False``: not
+    flushed (still never half-written under ``path`` after a crash of the process; after a crash of the
+    machine, only what a later :func:`os.sync` covered is sure to be there)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
@@ -74,13 +76,15 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # what a plain open() would give (mkstemp makes it private)
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
     return path
 
 

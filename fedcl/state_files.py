@@ -15,10 +15,11 @@ from fedcl.outputs import write_atomic
 GLOBAL_MODEL_FILE = "global_model.safetensors"
 
 
-def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write atomically (a crash never leaves a half-written file under ``path``)."""
+def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None,
+               sync: bool = True) -> Path:
+    """Write atomically (a crash never leaves a half-written file under ``path``); ``sync``: see :func:`write_atomic`."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), sync)
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -6,6 +6,8 @@ in-process backend)."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +19,8 @@ import fedcl.federation.server_app as server_app_module
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state
 from fedcl.config import build_config
 from fedcl.errors import ConfigError
-from fedcl.federation.client_app import handle_query, handle_train, partition_id
+import fedcl.state_files as state_files
+from fedcl.federation.client_app import handle_query, handle_train, partition_id, syncs_each_state_file
 from fedcl.federation.inline import run_inline
 from fedcl.federation.codec import decode, encode
 from fedcl.federation.flower_adapter import task_identity
@@ -157,6 +160,34 @@ def test_a_stopped_run_resumes_without_double_counting(tmp_path, monkeypatch):
     run_federated(config(*every, "federation.resume=true"), tmp_path, quiet=True)
     central, benchmark = central_head(cfg)
     assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
+
+
+def test_simulated_clients_write_state_unflushed_and_the_server_syncs_before_each_checkpoint(tmp_path, monkeypatch):
+    events, write_atomic, sync = [], state_files.write_atomic, os.sync
+
+    def recording_write(path, write, sync=True):
+        kind = "client" if "client_state" in str(path) else Path(path).name.split(".")[0]
+        events.append((kind, sync))
+        return write_atomic(path, write, sync)
+
+    def recording_sync():
+        events.append(("os.sync", None))
+        sync()
+
+    monkeypatch.setattr(state_files, "write_atomic", recording_write)
+    monkeypatch.setattr(os, "sync", recording_sync)
+    run_federated(config("federation.fraction_train=1.0", 'federation.device_profiles=["server"]'), tmp_path, quiet=True)
+    kinds = [kind for kind, _ in events]
+    assert "client" in kinds and "checkpoint" in kinds
+    assert all(flag is False for kind, flag in events if kind == "client")  # one by one: not flushed
+    assert all(flag is True for kind, flag in events if kind == "checkpoint")
+    for i, kind in enumerate(kinds):
+        if kind == "checkpoint":  # every client state written before it is on disk when it is
+            last_client = max(j for j in range(i) if kinds[j] == "client")
+            assert "os.sync" in kinds[last_client:i], (i, kinds[last_client:i])
+    node = Context(1, 1, {"partition-id": 0, "state-dir": str(tmp_path / "node")}, RecordDict(), {})
+    assert syncs_each_state_file(node, default=tmp_path) and syncs_each_state_file(node, default=None)
+    assert not syncs_each_state_file(Context(1, 1, {"partition-id": 0}, RecordDict(), {}), default=tmp_path)
 
 
 def test_statistics_travel_once_per_task_and_g_packed(tmp_path):

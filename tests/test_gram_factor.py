@@ -24,6 +24,7 @@ from fedcl.federation.pending import PendingStatistics
 from fedcl.federation.server_app import build_server_app, server_model
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_federated
+from fedcl.heads.ridge import RidgeHead
 from fedcl.heads.statistics import pack_upper
 from tests.test_federated_statistics import assert_same_head, config, federated_model, rel_diff
 
@@ -58,6 +59,46 @@ def test_pending_keeps_a_factor_up_to_d_over_2_rows_then_packs():
     for pending in (small, large):
         changes, factors = pending.send(2)
         assert not factors and rel_diff(changes[GRAM_KEY], change) <= 1e-12
+
+
+def test_kept_rows_are_folded_into_the_gram_only_when_it_is_read():
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(n, 6, generator=g), torch.tensor(labels)) for n, labels in [(2, [0, 1]), (1, [2])]]
+    direct, kept, over = (RidgeHead(6, 3) for _ in range(3))
+    kept.record_rows(limit=3)
+    over.record_rows(limit=2)
+    for head in (direct, kept, over):
+        for features, labels in batches:
+            head.observe(features, labels)
+    assert not kept.gram.any() and over.observed_rows() is None and over.gram.any()  # deferred; over the limit: added
+    with kept.gram_unfolded():
+        assert not kept.state_dict()["gram"].any()  # a factor-only reader leaves it unpacked
+    assert rel_diff(kept.state_dict()["gram"], direct.gram) <= 1e-12 and rel_diff(over.gram, direct.gram) <= 1e-12
+    assert rel_diff(kept.observed_rows(), torch.cat([f for f, _ in batches]).double()) == 0
+    again = RidgeHead(6, 3)
+    again.record_rows(limit=3)
+    again.observe(*batches[1])
+    again.load_state_dict(direct.state_dict())  # the kept rows belonged to the replaced state
+    assert rel_diff(again.gram_matrix(), direct.gram_matrix()) == 0
+    fresh = RidgeHead(6, 3)
+    fresh.record_rows(limit=3)
+    for features, labels in batches:
+        fresh.observe(features, labels)
+    assert rel_diff(fresh.solve()[0], direct.solve()[0]) <= 1e-9  # the classifier folds first
+
+
+def test_a_client_whose_change_travels_as_a_factor_never_packs_its_gram(monkeypatch):
+    calls = []
+
+    def counting(matrix):
+        calls.append(matrix.shape)
+        return pack_upper(matrix)
+
+    monkeypatch.setattr("fedcl.heads.statistics.pack_upper", counting)
+    factored = _train_reply(config(*FULL), factors=1)
+    assert FACTOR in factored and calls == []
+    packed = _train_reply(config(*FULL), factors=0)
+    assert GRAM_KEY in packed and calls
 
 
 def test_tiny_clients_send_factors_and_the_head_equals_the_packed_upload(tmp_path):

@@ -6,6 +6,7 @@ Each call is ephemeral; the frozen backbone and the data live in the worker
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -100,8 +101,14 @@ def restore_client_state(learner: Learner, context: Context, folder: Path | None
             plugin.load_state_dict(record.to_torch_state_dict())
 
 
+def syncs_each_state_file(context: Context, default: str | Path | None) -> bool:
+    """A node's own ``state-dir`` is flushed file by file; the simulation's folder (``default``) is not, because
+    the simulation's server syncs the machine's disk before each checkpoint (same order on disk, one sync)."""
+    return bool(context.node_config.get("state-dir")) or default is None
+
+
 def save_client_state_after(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int,
-                            rounds_trained: int, run_token: str, keep_since: int | None = None) -> None:
+                            rounds_trained: int, run_token: str, keep_since: int | None = None, sync: bool = True) -> None:
     states = {}
     for plugin in learner.plugins:
         state = plugin.state_dict()
@@ -109,7 +116,7 @@ def save_client_state_after(learner: Learner, context: Context, folder: Path | N
             states[plugin.name] = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             context.state[PLUGIN_STATE_PREFIX + plugin.name] = ArrayRecord(states[plugin.name])
     if folder is not None and run_token and states:  # methods without client state write nothing
-        save_client_state(folder, pid, server_round, states, rounds_trained, run_token, keep_since)
+        save_client_state(folder, pid, server_round, states, rounds_trained, run_token, keep_since, sync)
 
 
 def sum_keys(model) -> list[str]:
@@ -140,17 +147,27 @@ def catch_up(cfg: FedRunConfig, learner: Learner, pid: int, tasks: list[int], ro
     return added
 
 
+def gathered_changes(model, reference: dict, keys: list[str]) -> tuple[dict, dict, dict]:
+    """(exchanged state, change of each 'sum' key since ``reference``, Gram rows). When the rows observed
+    since ``reference`` are the whole Gram change (:func:`gram_rows`), the packed Gram is neither folded nor
+    subtracted: the change is the rows (the exchanged state's Gram entry is then stale; do not send it)."""
+    rows = gram_rows(model, reference)
+    with model.head.gram_unfolded() if rows else nullcontext():
+        local = model.exchanged_state()
+    return local, {k: local[k].double() - reference[k].double() for k in keys if k not in rows}, rows
+
+
 def outgoing_state(model, received: dict, pending: PendingStatistics | None, server_round: int,
                    factors: bool = False) -> tuple[dict, dict]:
     """(exchanged state, Gram factors) to send: 'sum' keys as the received global plus every unconfirmed change
     (this round's new statistics included), or left out when there is none (the server then changes nothing);
     with ``factors``, a Gram change from few samples is left out of the state and sent as a factor instead
     (:mod:`fedcl.federation.factors`)."""
-    local = model.exchanged_state()
     if pending is None:
-        return local, {}
+        return model.exchanged_state(), {}
     keys = sum_keys(model)
-    pending.add({k: local[k].double() - received[k].double() for k in keys}, gram_rows(model, received))
+    local, new_changes, rows = gathered_changes(model, received, keys)
+    pending.add(new_changes, rows)
     changes, factored = pending.send(server_round, factors)
     for k in keys:
         if k in changes:
@@ -193,7 +210,7 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     record["tasks-seen"] = [int(t) for t in seen]
     context.state[STATE_KEY] = record
     save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
-                            keep_since(config))
+                            keep_since(config), syncs_each_state_file(context, default_state_dir))
 
     metrics = {
         **base,
@@ -238,11 +255,11 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     record_gram_rows(model, config)
     before = {k: v.double().clone() for k, v in model.exchanged_state().items() if k in keys}
     added = catch_up(cfg, learner, pid, seen_tasks(cfg, pid, int(config["last-round"])), root)
-    now = model.exchanged_state()
-    pending.add({k: now[k].double() - before[k] for k in keys}, gram_rows(model, before))
+    pending.add(*gathered_changes(model, before, keys)[1:])
     changes, factors = pending.send(server_round, accepts_factors(config))
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
-    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token, keep_since(config))
+    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
+                            keep_since(config), syncs_each_state_file(context, default_state_dir))
     return _reply(msg, {**base, "num-examples": added}, attach_factors(encode(changes), factors) if changes or factors else None)
 
 

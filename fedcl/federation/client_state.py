@@ -29,11 +29,13 @@ def _rounds(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save_client_state(root: str | Path, partition_id: int, server_round: int, plugins: dict[str, dict[str, torch.Tensor]],
-                      rounds_trained: int, run_token: str, keep_since: int | None = None) -> Path:
+                      rounds_trained: int, run_token: str, keep_since: int | None = None, sync: bool = True) -> Path:
+    """``sync=False`` (simulated clients, whose server syncs the machine's disk before each checkpoint): the
+    file is not flushed one by one."""
     folder = Path(root) / str(partition_id)
     tensors = {f"{name}/{key}": value for name, state in plugins.items() for key, value in state.items()}
     meta = {"rounds-trained": str(rounds_trained), "run-token": run_token}
-    path = save_state(tensors, folder / f"round-{server_round}.safetensors", metadata=meta)
+    path = save_state(tensors, folder / f"round-{server_round}.safetensors", metadata=meta, sync=sync)
     saved = _rounds(folder)
     resumable = max((r for r, _ in saved if r <= keep_since), default=None) if keep_since is not None else None
     for r, old in saved[:-KEEP]:

@@ -43,15 +43,18 @@ class PendingStatistics(Plugin):
 
     def add(self, changes: dict[str, torch.Tensor], rows: dict[str, torch.Tensor] | None = None) -> None:
         """Newly gathered statistics (ignored when all zero: nothing new). ``rows[key]``, where given, are the
-        vectors whose Gram matrix is the change of ``key``: kept as a factor while it is smaller."""
-        if not any(bool(c.any()) for c in changes.values()):
+        vectors whose Gram matrix is the change of ``key`` (``changes`` may then leave that key out): kept as a
+        factor while it is smaller."""
+        rows = rows or {}
+        if not any(bool(c.any()) for c in changes.values()) and not any(len(r) for r in rows.values()):
             return
-        for key, change in changes.items():
-            if rows and key in rows and key not in self.changes:
+        for key in [*changes, *(k for k in rows if k not in changes)]:
+            if key in rows and key not in self.changes:
                 self._add_rows(key, rows[key].detach().cpu().double())
                 continue
             if key in self.factors:
                 self._pack(key)
+            change = changes[key] if key in changes else factor_gram([rows[key]], rows[key].shape[1])
             self._add_packed(key, change.detach().cpu().double())
 
     def _add_packed(self, key: str, change: torch.Tensor) -> None:

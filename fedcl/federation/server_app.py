@@ -4,6 +4,7 @@ on every task's test data, checkpoints, and writes ``results.json``."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from logging import INFO
@@ -239,8 +240,11 @@ def start_or_resume(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: Serv
     return first_round, run_token
 
 
-def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Run the federation (resuming from ``out``'s checkpoint if asked); returns the results and the final global state."""
+def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None, sync_before_checkpoint: bool = False
+               ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Run the federation (resuming from ``out``'s checkpoint if asked); returns the results and the final global state.
+    ``sync_before_checkpoint``: flush the machine's disk before each checkpoint (a simulation, whose clients write
+    their state unflushed on the same machine: every state a resume from the checkpoint loads is then on disk)."""
     start = time.perf_counter()
     f = cfg.federation
     refuse_single_device_methods(cfg)  # (a deployed ServerApp has no preflight)
@@ -260,6 +264,8 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None) -> tuple[
     def checkpoint(server_round: int) -> None:
         state, tensors = strategy.state_dict()
         positions = {pid: evaluation.schedule.position(pid, server_round) for pid in range(f.num_clients)}  # where each stream is
+        if sync_before_checkpoint:
+            os.sync()
         save_checkpoint(path, Checkpoint(server_round, cfg.to_dict(), tensors,
                                          {"strategy": state, "server_accuracy": evaluation.accuracy, "run_token": run_token,
                                           "stream_positions": positions}))
@@ -383,8 +389,9 @@ def headline(results: dict[str, Any], path: Path) -> dict[str, Any]:
             "bytes_up": c["bytes_up"], "bytes_down": c["bytes_down"], "rejected_updates": len(results["rejected_updates"])}
 
 
-def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None = None) -> ServerApp:
-    """A ServerApp bound to ``cfg``, or reading the run config when ``cfg`` is None (``flwr run``)."""
+def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None = None, simulation: bool = False) -> ServerApp:
+    """A ServerApp bound to ``cfg``, or reading the run config when ``cfg`` is None (``flwr run``).
+    ``simulation``: fedcl's own simulation, whose clients keep their state unflushed on this machine."""
     app = ServerApp()
 
     @app.main()
@@ -392,7 +399,7 @@ def build_server_app(cfg: FedRunConfig | None = None, out_dir: str | Path | None
         resolved = resolve_config(cfg, context)
         out = Path(out_dir or context.run_config.get("out-dir") or "runs/federated")
         try:
-            results, final_state = run_server(resolved, grid, out)
+            results, final_state = run_server(resolved, grid, out, sync_before_checkpoint=simulation)
         except FedclError as exc:  # left for whoever started the run (Flower's engines only log ServerApp errors)
             write_text_atomic(out / ERROR_FILE, json.dumps({"error": str(exc)}))
             raise

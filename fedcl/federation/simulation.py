@@ -109,7 +109,7 @@ def run_inline_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = 
         flwr_logger.addFilter(_warnings_only)
     try:
         prefetch_client_features(cfg)
-        return _run_and_read(out, lambda: run_inline(build_server_app(cfg, out), build_client_app(cfg, client_state), cfg.federation.num_clients))
+        return _run_and_read(out, lambda: run_inline(build_server_app(cfg, out, simulation=True), build_client_app(cfg, client_state), cfg.federation.num_clients))
     finally:
         flwr_logger.removeFilter(_warnings_only)
 
@@ -137,7 +137,7 @@ def run_ray_simulation(cfg: FedRunConfig, out_dir: str | Path, quiet: bool = Fal
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             run_simulation(
-                server_app=build_server_app(cfg, out),
+                server_app=build_server_app(cfg, out, simulation=True),
                 client_app=build_client_app(cfg, client_state),
                 num_supernodes=cfg.federation.num_clients,
                 backend_config=backend_config(cfg),

@@ -11,6 +11,8 @@ cached until a buffer changes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -42,6 +44,10 @@ def packed_size(dim: int) -> int:
     return dim * (dim + 1) // 2
 
 
+def _fold_before_reading(head: "StatisticalHead", prefix: str, keep_vars: bool) -> None:
+    head.fold()
+
+
 class StatisticalHead(Head):
     """Base of heads built from summed statistics; subclasses implement :meth:`solve`."""
 
@@ -62,6 +68,10 @@ class StatisticalHead(Head):
         #: the statistic vectors observed since :meth:`record_rows` (None: not recorded, or over the limit)
         self._rows: list[torch.Tensor] | None = None
         self._row_limit = 0
+        #: how many of the last batches in ``_rows`` are not yet added to ``gram`` (see :meth:`fold`)
+        self._unfolded = 0
+        self._fold_held = False
+        self.register_state_dict_pre_hook(_fold_before_reading)
 
     # ------------------------------------------------------------------ statistics
     def statistics_of(self, features: torch.Tensor) -> torch.Tensor:
@@ -75,20 +85,50 @@ class StatisticalHead(Head):
         labels = labels.to(self.counts.device)
         self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=STATS_DTYPE))
         self.sums.index_add_(0, labels, h)
-        if self.uses_gram:
-            self.gram += pack_upper(h.T @ h)
         if self._rows is not None:
             self._keep_rows(h)
+        elif self.uses_gram:
+            self.gram += pack_upper(h.T @ h)
 
     def record_rows(self, limit: int) -> None:
         """Keep the statistic vectors observed from now on, up to ``limit`` of them (a federated client
-        that gathered few samples uploads its Gram change as a factor: :mod:`fedcl.federation.factors`)."""
+        that gathered few samples uploads its Gram change as a factor: :mod:`fedcl.federation.factors`).
+        While they are kept, their Gram matrix is added to ``gram`` only when something reads it (:meth:`fold`):
+        a client whose change travels as a factor never packs it."""
+        self.fold()
         self._rows, self._row_limit = [], limit
 
     def _keep_rows(self, h: torch.Tensor) -> None:
         self._rows.append(h.detach().clone())
+        self._unfolded += 1
         if sum(len(r) for r in self._rows) > self._row_limit:
+            self.fold()
             self._rows = None  # too many: the Gram change travels packed
+
+    def fold(self) -> None:
+        """Add the Gram matrix of the kept rows not yet in ``gram`` (reading the state, the classifier or
+        :meth:`gram_matrix` folds first, so readers never see a partial ``gram``)."""
+        if self._fold_held or not self._unfolded:
+            return
+        if self.uses_gram:
+            rows = torch.cat(self._rows[len(self._rows) - self._unfolded:]).to(self.gram)
+            self.gram += pack_upper(rows.T @ rows)
+        self._unfolded = 0
+
+    @contextmanager
+    def gram_unfolded(self) -> Iterator[None]:
+        """Read the state without folding: ``gram`` then lacks the kept rows (:meth:`observed_rows`), which a
+        caller that uses only the rows (a factor upload) never needs packed."""
+        held, self._fold_held = self._fold_held, True
+        try:
+            yield
+        finally:
+            self._fold_held = held
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if prefix + "gram" in state_dict:
+            self._unfolded = 0  # the kept rows' Gram belonged to the state being replaced
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def observed_rows(self) -> torch.Tensor | None:
         """The (n, statistic_dim) vectors observed since :meth:`record_rows`: their Gram matrix is the change
@@ -98,10 +138,12 @@ class StatisticalHead(Head):
         return torch.cat(self._rows) if self._rows else self.gram.new_zeros(0, self.statistic_dim)
 
     def gram_matrix(self) -> torch.Tensor:
+        self.fold()
         return unpack_upper(self.gram, self.statistic_dim)
 
     def aggregation_kinds(self) -> dict[str, str]:
-        return {k: "sum" for k in self.state_dict()}
+        with self.gram_unfolded():  # only the names are read
+            return {k: "sum" for k in self.state_dict()}
 
     def seen(self) -> torch.Tensor:
         """Boolean mask of the classes with at least one sample."""
@@ -114,6 +156,7 @@ class StatisticalHead(Head):
 
     def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The solved classifier, recomputed only when a sum buffer changed."""
+        self.fold()
         key = tuple((name, b.data_ptr(), b._version) for name, b in self.named_buffers())
         if key != self._cache_key:
             self._cache = self.solve() if bool(self.seen().any()) else None
