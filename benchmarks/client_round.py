@@ -16,7 +16,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedcl.builder import benchmark_for, build_model
 from fedcl.config import build_config
-from fedcl.federation.client_app import handle_train
+from fedcl.federation.client_handlers import handle_train
 from fedcl.federation.codec import encode
 from fedcl.federation.flower_adapter import task_identity
 from fedcl.federation.settings import FedRunConfig

@@ -21,7 +21,7 @@ from fedcl import builder
 from fedcl.backbones.base import FrozenBackbone
 from fedcl.builder import client_stream
 from fedcl.config import build_config
-from fedcl.federation import client_app
+from fedcl.federation import client_handlers
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_federated
 
@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = build_config(args.preset, None, ["federation.backend=inline", *args.overrides], schema=FedRunConfig)
     FrozenBackbone.forward = counting_forward(FrozenBackbone.forward)
-    client_app.handle_train = in_role("client training", client_app.handle_train)
-    client_app.handle_evaluate = in_role("client evaluation", client_app.handle_evaluate)
+    client_handlers.handle_train = in_role("client training", client_handlers.handle_train)
+    client_handlers.handle_evaluate = in_role("client evaluation", client_handlers.handle_evaluate)
     builder.prefetch_client_features = in_role("prefetch", builder.prefetch_client_features)
     with tempfile.TemporaryDirectory() as out:
         results = run_federated(cfg, out, quiet=True)

@@ -61,6 +61,22 @@ def test_an_edge_client_runs_without_any_extra(tmp_path):
     assert (tmp_path / "edge" / "results.json").exists()
 
 
+def test_a_node_answers_the_servers_query_without_importing_model_code():
+    """In a deployment every message starts a ClientApp process: the query (who is this node?) needs no torch."""
+    proc = run_blocked(["torch", "torchvision", "timm"], """
+        from flwr.app import Context, Message, RecordDict
+        from flwr.common import MessageType
+        from fedcl.federation.client_app import app
+        from fedcl.federation.flower_adapter import task_identity
+        with task_identity(1, 1, 1):
+            msg = Message(RecordDict(), 1, MessageType.QUERY)
+        context = Context(1, 1, {"partition-id": 4, "data-root": "/data/cam"}, RecordDict(), {})
+        print(dict(app(msg, context).content.metric_records["metrics"]))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "{'partition-id': 4, 'own-data': 1}"
+
+
 MISSING = [  # (blocked modules, command line, the extra to name)
     (["flwr_datasets"], ["simulate", "-p", "fedsmoke", "--set", "federation.backend=inline"], "simulation"),
     (["ray"], ["simulate", "-p", "fedsmoke", "--set", "federation.backend=ray"], "simulation"),

@@ -9,7 +9,8 @@ import torch
 from fedcl.config import build_config
 from flwr.clientapp import ClientApp
 
-from fedcl.federation.client_app import PLUGIN_STATE_PREFIX, build_client_app, handle_query, handle_train
+from fedcl.federation.client_app import build_client_app, handle_query
+from fedcl.federation.client_handlers import PLUGIN_STATE_PREFIX, handle_train
 from fedcl.federation.inline import FIRST_NODE_ID, run_inline
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, schedule_for
 from fedcl.federation.server_app import build_server_app
@@ -168,7 +169,7 @@ def test_a_frozen_client_encodes_each_sample_once_per_run(tmp_path, monkeypatch,
     head's samples all before clients train, in the inline backend's prefetch)."""
     from fedcl import builder
     from fedcl.backbones.base import FrozenBackbone
-    from fedcl.federation import client_app
+    from fedcl.federation import client_handlers
 
     builder.shared_feature_cache.cache_clear()  # a cold cache, whatever ran before in this process
     cfg = config("method.name=head_only", f"model.head.name={head}", "federation.local_epochs=2")
@@ -189,7 +190,7 @@ def test_a_frozen_client_encodes_each_sample_once_per_run(tmp_path, monkeypatch,
         return call
 
     monkeypatch.setattr(FrozenBackbone, "forward", counting_forward)
-    monkeypatch.setattr(client_app, "handle_train", counted("train", client_app.handle_train))
+    monkeypatch.setattr(client_handlers, "handle_train", counted("train", client_handlers.handle_train))
     monkeypatch.setattr(builder, "prefetch_client_features", counted("prefetch", builder.prefetch_client_features))
     results = run_federated(cfg, tmp_path, quiet=True)
     samples = sum(len(e) for c in range(3) for e in client_stream(cfg, c))
@@ -202,12 +203,12 @@ def _statistics_run(tmp_path, monkeypatch, prefetch: bool):
     """Head buffers, accuracy and training-time encode calls of a ridge run, with or without the prefetch."""
     from fedcl import builder
     from fedcl.backbones.base import FrozenBackbone
-    from fedcl.federation import client_app
+    from fedcl.federation import client_handlers
 
     builder.shared_feature_cache.cache_clear()
     cfg = config("method.name=head_only", "model.head.name=ridge", "federation.num_clients=6", "federation.partition=dirichlet")
     calls, role = {"train": 0}, ["server"]
-    forward, train = FrozenBackbone.forward, client_app.handle_train
+    forward, train = FrozenBackbone.forward, client_handlers.handle_train
 
     def counting_forward(self, images):
         calls[role[0]] = calls.get(role[0], 0) + 1
@@ -221,7 +222,7 @@ def _statistics_run(tmp_path, monkeypatch, prefetch: bool):
             role[0] = "server"
 
     monkeypatch.setattr(FrozenBackbone, "forward", counting_forward)
-    monkeypatch.setattr(client_app, "handle_train", counted_train)
+    monkeypatch.setattr(client_handlers, "handle_train", counted_train)
     if not prefetch:
         monkeypatch.setattr(builder, "prefetch_client_features", lambda cfg: 0)
     results = run_federated(cfg, tmp_path, quiet=True)

@@ -20,7 +20,9 @@ from fedcl.builder import benchmark_for, build_learner, build_model, client_stre
 from fedcl.config import build_config
 from fedcl.errors import ConfigError
 import fedcl.state_files as state_files
-from fedcl.federation.client_app import handle_query, handle_train, partition_id, syncs_each_state_file
+from fedcl.federation.client_app import handle_query
+from fedcl.federation.client_handlers import handle_train, syncs_each_state_file
+from fedcl.federation.node import partition_id
 from fedcl.federation.inline import run_inline
 from fedcl.federation.codec import decode, encode
 from fedcl.federation.flower_adapter import task_identity

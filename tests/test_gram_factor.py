@@ -15,7 +15,9 @@ from flwr.clientapp import ClientApp
 from flwr.common import MessageType
 
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream
-from fedcl.federation.client_app import handle_query, handle_train, partition_id
+from fedcl.federation.client_app import handle_query
+from fedcl.federation.client_handlers import handle_train
+from fedcl.federation.node import partition_id
 from fedcl.federation.codec import encode
 from fedcl.federation.factors import GRAM_KEY, factor_gram, gram_factor
 from fedcl.federation.flower_adapter import task_identity

@@ -19,7 +19,9 @@ from safetensors import safe_open
 
 from fedcl.config import build_config
 from fedcl.federation.checkpoint import STAGED_CHECKPOINT_FILE
-from fedcl.federation.client_app import handle_evaluate, handle_query, handle_train, partition_id
+from fedcl.federation.client_app import handle_query
+from fedcl.federation.client_handlers import handle_evaluate, handle_train
+from fedcl.federation.node import partition_id
 from fedcl.federation.codec import encode
 from fedcl.federation.inline import run_inline
 from fedcl.federation.server_app import build_server_app
