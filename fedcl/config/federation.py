@@ -3,7 +3,8 @@
 from pydantic import Field, model_validator
 
 from fedcl.config.schema import (
-    FAULT_KINDS, Backend, DeviceProfileName, FaultKind, Partition, Quantization, RunConfig, Section, Strategy, TaskOrder,
+    FAULT_KINDS, STATISTICAL_HEADS, Backend, DeviceProfileName, FaultKind, Partition, Quantization, RunConfig, Section, Strategy,
+    TaskOrder,
 )
 from fedcl.config.values import (
     MAX_WAIT_S, Count, CountOrZero, Flag, Name, NonNegative, Rate, integer, real,
@@ -78,8 +79,6 @@ class FederationConfig(Section):
         return self
 
 
-#: heads built from summed statistics (registered in fedcl.heads; named here to check combinations before any work)
-STATISTICAL_HEADS = ("ncm", "lda", "ridge")
 
 
 class FedRunConfig(RunConfig):

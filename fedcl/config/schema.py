@@ -121,6 +121,12 @@ class TrainConfig(Section):
     num_threads: integer(1, MAX_THREADS) | None = None
 
 
+#: heads built from summed statistics (registered in fedcl.heads; named here to check combinations before any work)
+STATISTICAL_HEADS = ("ncm", "lda", "ridge")
+#: methods that train the backbone by gradient through the head
+FINE_TUNING_METHODS = ("finetune", "partial_finetune")
+
+
 class RunConfig(Section):
     """A single-device run."""
 
@@ -136,4 +142,8 @@ class RunConfig(Section):
             raise ConfigError("model.head.name 'multi_head' needs task ids at test time: use data.scenario=task_incremental")
         if self.model.transform.per_task and self.model.transform.name == "none":
             raise ConfigError("model.transform.per_task=true needs a transform (model.transform.name is 'none')")
+        if self.method.name in FINE_TUNING_METHODS and self.model.head.name in STATISTICAL_HEADS:
+            raise ConfigError(f"method.name={self.method.name} trains the backbone by gradient through the head, and the "
+                              f"{self.model.head.name.upper()} head (model.head.name) has no gradient: it is solved from summed "
+                              "statistics (its logits are -inf until a class has some); use model.head.name=linear or cosine")
         return self

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcl.optional import require_accountant, require_partitioners, require_ray
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
-from fedcl.config.federation import STATISTICAL_HEADS
+from fedcl.config.schema import STATISTICAL_HEADS
 from fedcl.errors import ConfigError, FedclError
 from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
