@@ -58,8 +58,10 @@ class TensorLRU:
         return self._store[key]
 
     def put(self, key: tuple, value: torch.Tensor) -> None:
-        if key not in self._store:
-            self.nbytes += value.numel() * value.element_size()
+        if key in self._store:
+            old = self._store.pop(key)  # replaced: its bytes no longer count
+            self.nbytes -= old.numel() * old.element_size()
+        self.nbytes += value.numel() * value.element_size()
         self._store[key] = value
         while len(self._store) > 1 and self.nbytes > self.max_bytes:
             _, old = self._store.popitem(last=False)
@@ -100,7 +102,7 @@ class SampleFeatures(TensorLRU):
         for experience in experiences:
             new = []
             for i, key in enumerate(sample_keys(experience, torch.arange(len(experience)))):
-                if key not in self._store and key not in wanted:
+                if key not in self and key not in wanted:
                     new.append(i)
                     keys.append(key)
                     wanted.add(key)

@@ -212,3 +212,15 @@ def test_sample_features_keep_their_hits_when_storing_the_misses_evicts_them():
     rows = store.features(experience, torch.tensor([0, 2]), encode)  # 0: the oldest hit; storing 2 must not lose it
     assert torch.equal(rows, images[[0, 2]].flatten(1).float())
     assert encoded == [2, 1] and store.hits == 1 and len(store) == 2
+
+
+def test_a_tensor_store_counts_a_replaced_tensor_once():
+    from fedcl.sample_features import TensorLRU
+
+    store = TensorLRU(max_bytes=64)
+    store.put(("a",), torch.zeros(4))  # 16 bytes
+    store.put(("a",), torch.zeros(8))  # replaced by 32 bytes
+    store.put(("b",), torch.zeros(8))
+    assert store.nbytes == 64 and len(store) == 2  # both fit: the replaced 16 bytes are not counted
+    store.put(("a",), torch.zeros(2))
+    assert store.nbytes == 40 and ("b",) in store
