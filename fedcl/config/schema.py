@@ -43,7 +43,7 @@ ClassIndex = integer(0, MAX_COUNT - 1)
 class Section(BaseModel):
     """A table of the config: unknown keys fail, assignments are checked."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, ser_json_inf_nan="constants")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
