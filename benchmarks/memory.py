@@ -26,7 +26,7 @@ from fedcl.builder import make_benchmark, make_learner, make_method, make_model,
 import time
 method, size, batch, device, recompute = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 segments = sys.argv[6] if len(sys.argv) > 6 else "blocks"
-cfg = build_config("default", None, [f"method.name={method}", f"data.image_size={size}", "data.num_tasks=1",
+cfg = build_config("input_tuning", None, [f"method.name={method}", f"data.image_size={size}", "data.num_tasks=1",
                                      "data.classes_per_task=10", f"data.max_train_per_class={batch // 10 * 4}",
                                      f"train.batch_size={batch}", f"train.device={device}", "train.epochs=1",
                                      f"train.activation_checkpointing={recompute}"])

@@ -38,7 +38,7 @@ def _sync(device: torch.device) -> None:
 def loop_throughput(method: str, args, backbone) -> tuple[float, float | None]:
     """Images/s of Learner.train_experience for ``method`` (one epoch over batches x batch_size images)."""
     n = args.batches * args.batch_size
-    cfg = build_config("default", None, [f"method.name={method}", f"data.image_size={args.image_size}", "data.num_tasks=1",
+    cfg = build_config("input_tuning", None, [f"method.name={method}", f"data.image_size={args.image_size}", "data.num_tasks=1",
                                          "data.classes_per_task=10", f"data.max_train_per_class={n // 10 + 1}",
                                          f"train.batch_size={args.batch_size}", f"train.device={args.device}",
                                          f"train.precision={args.precision}", "train.epochs=1"])

@@ -160,7 +160,8 @@ def run_or_load(cfg: FedRunConfig, out: str | Path, quiet: bool = True) -> dict:
 
 
 #: imported once by the fork server, before any cell is forked from it
-PRELOAD = ["torch", "timm", "fedcl.cli", "fedcl.federation.simulation", "fedcl.federation.server_app", "fedcl.federation.client_app"]
+PRELOAD = ["torch", "timm", "fedcl.cli", "fedcl.federation.simulation", "fedcl.federation.server_app", "fedcl.federation.client_app",
+           "fedcl.federation.client_handlers"]
 
 
 def _cell_context() -> multiprocessing.context.BaseContext:

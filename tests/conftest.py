@@ -15,14 +15,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_worker_niceness", "0")
 # Two xdist workers already fill the two cores: one compute thread per process (this one and every process a test
 # starts) instead of two each, which oversubscribed the cores (spinning OpenMP threads). Measured on the suite:
-# 630 s -> 582 s wall, `fedcl train -p smoke` inside it 73 s -> 19 s.
+# 630 s -> 582 s wall with the variable set for the processes tests start, `fedcl train -p smoke` inside it 73 s -> 19 s.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit() else 1)
+torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])) if os.environ["OMP_NUM_THREADS"].isdigit() else 1)
 
 UNIT, INTEGRATION, SYSTEM = "unit", "integration", "system"
 #: test file -> tier. unit: one module, in memory, seconds; integration: real components together in one

@@ -18,7 +18,8 @@ from flwr.clientapp import ClientApp
 import fedcl.federation.server_app as server_app_module
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state
 from fedcl.config import build_config
-from fedcl.errors import ConfigError
+from fedcl.errors import ConfigError, FedclError
+from fedcl.federation.client_state import load_client_state, save_client_state
 import fedcl.state_files as state_files
 from fedcl.federation.client_app import handle_query
 from fedcl.federation.client_handlers import handle_train, syncs_each_state_file
@@ -187,9 +188,22 @@ def test_simulated_clients_write_state_unflushed_and_the_server_syncs_before_eac
         if kind == "checkpoint":  # every client state written before it is on disk when it is
             last_client = max(j for j in range(i) if kinds[j] == "client")
             assert "os.sync" in kinds[last_client:i], (i, kinds[last_client:i])
-    node = Context(1, 1, {"partition-id": 0, "state-dir": str(tmp_path / "node")}, RecordDict(), {})
-    assert syncs_each_state_file(node, default=tmp_path) and syncs_each_state_file(node, default=None)
-    assert not syncs_each_state_file(Context(1, 1, {"partition-id": 0}, RecordDict(), {}), default=tmp_path)
+    cfg, node = config(), Context(1, 1, {"partition-id": 0, "state-dir": str(tmp_path / "node")}, RecordDict(), {})
+    simulated = Context(1, 1, {"partition-id": 0}, RecordDict(), {})
+    assert syncs_each_state_file(cfg, node, default=tmp_path) and syncs_each_state_file(cfg, node, default=None)
+    assert not syncs_each_state_file(cfg, simulated, default=tmp_path)
+    assert syncs_each_state_file(config('federation.ray_address="10.0.0.1:6379"'), simulated, default=tmp_path)  # not this disk
+
+
+def test_a_torn_unflushed_client_state_falls_back_to_the_one_before(tmp_path):
+    state = {"replay": {"x": torch.ones(3)}}
+    save_client_state(tmp_path, 0, 2, state, 2, "token", sync=False)
+    save_client_state(tmp_path, 0, 3, {"replay": {"x": torch.zeros(3)}}, 3, "token", sync=False)
+    (tmp_path / "0" / "round-3.safetensors").write_bytes(b"")  # what a machine crash can leave of an unflushed file
+    plugins, rounds = load_client_state(tmp_path, 0, 4, "token", skip_unreadable=True)
+    assert rounds == 2 and torch.equal(plugins["replay"]["x"], torch.ones(3))
+    with pytest.raises(FedclError, match="round-3.safetensors is corrupt"):  # a flushed file: corruption, said
+        load_client_state(tmp_path, 0, 4, "token")
 
 
 def test_statistics_travel_once_per_task_and_g_packed(tmp_path):

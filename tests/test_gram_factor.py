@@ -9,6 +9,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -75,6 +76,9 @@ def test_kept_rows_are_folded_into_the_gram_only_when_it_is_read():
     assert not kept.gram.any() and over.observed_rows() is None and over.gram.any()  # deferred; over the limit: added
     with kept.gram_unfolded():
         assert not kept.state_dict()["gram"].any()  # a factor-only reader leaves it unpacked
+        with pytest.raises(RuntimeError, match="while its Gram matrix is read unfolded"):
+            kept.observe(*batches[0])  # gathering while held would lose rows
+    assert torch.equal(kept.counts, direct.counts)  # refused before anything was added
     assert rel_diff(kept.state_dict()["gram"], direct.gram) <= 1e-12 and rel_diff(over.gram, direct.gram) <= 1e-12
     assert rel_diff(kept.observed_rows(), torch.cat([f for f, _ in batches]).double()) == 0
     again = RidgeHead(6, 3)
@@ -86,7 +90,9 @@ def test_kept_rows_are_folded_into_the_gram_only_when_it_is_read():
     fresh.record_rows(limit=3)
     for features, labels in batches:
         fresh.observe(features, labels)
-    assert rel_diff(fresh.solve()[0], direct.solve()[0]) <= 1e-9  # the classifier folds first
+    assert not fresh.gram.any()
+    assert torch.equal(fresh(batches[0][0]), direct(batches[0][0]))  # the classifier folds first
+    assert fresh.gram.any()
 
 
 def test_a_client_whose_change_travels_as_a_factor_never_packs_its_gram(monkeypatch):

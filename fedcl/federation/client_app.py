@@ -2,7 +2,8 @@
 
 In a deployment every message starts a new ClientApp process, so this module imports no model code: the
 server's query (who is this node?) is answered without torch, and a train or evaluate message imports
-:mod:`fedcl.federation.client_handlers` (torch, timm, the data) when it arrives.
+:mod:`fedcl.federation.client_handlers` (torch, timm, the data) when it arrives. In fedcl's own simulations
+(an app built with a config) the query loads that code, as the worker lives on for later messages.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def build_client_app(cfg: FedRunConfig | None = None, client_state_dir: str | Pa
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
+        if cfg is not None:
+            # fedcl's own simulation: the worker lives on, and the server awaits a node's first reply (this one) the
+            # longer of node_wait_s and round_timeout_s, so the model code is loaded now, not inside round 1's deadline
+            from fedcl.federation import client_handlers  # noqa: F401
         return handle_query(msg, context)
 
     @app.evaluate()

@@ -70,11 +70,12 @@ def state_dir(context: Context, default: str | Path | None) -> Path | None:
     return Path(str(folder)) if folder else None
 
 
-def restore_client_state(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int, run_token: str) -> None:
+def restore_client_state(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int, run_token: str,
+                         synced: bool = True) -> None:
     """Plugins' state from earlier rounds (replay buffer, Fisher information, old model): from this run's
     ``context.state``, or, in a resumed run whose context starts empty, from the client's own disk."""
     if STATE_KEY not in context.state.config_records and folder is not None and run_token:
-        saved = load_client_state(folder, pid, server_round, run_token)
+        saved = load_client_state(folder, pid, server_round, run_token, skip_unreadable=not synced)
         if saved is not None:
             plugins, rounds_trained = saved
             for name, state in plugins.items():
@@ -86,10 +87,11 @@ def restore_client_state(learner: Learner, context: Context, folder: Path | None
             plugin.load_state_dict(record.to_torch_state_dict())
 
 
-def syncs_each_state_file(context: Context, default: str | Path | None) -> bool:
+def syncs_each_state_file(cfg: FedRunConfig, context: Context, default: str | Path | None) -> bool:
     """A node's own ``state-dir`` is flushed file by file; the simulation's folder (``default``) is not, because
-    the simulation's server syncs the machine's disk before each checkpoint (same order on disk, one sync)."""
-    return bool(context.node_config.get("state-dir")) or default is None
+    the simulation's server syncs the machine's disk before each checkpoint (same order on disk, one sync), unless
+    the clients run on a Ray cluster elsewhere (``federation.ray_address``), whose disks that sync does not reach."""
+    return bool(context.node_config.get("state-dir")) or default is None or bool(cfg.federation.ray_address)
 
 
 def save_client_state_after(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int,
@@ -180,7 +182,7 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     config = msg.content["config"]
     run_token = str(config.get("run-token", ""))
     pending = attach_pending(learner)
-    restore_client_state(learner, context, folder, pid, server_round, run_token)
+    restore_client_state(learner, context, folder, pid, server_round, run_token, syncs_each_state_file(cfg, context, default_state_dir))
     if pending is not None:
         pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
@@ -195,7 +197,7 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     record["tasks-seen"] = [int(t) for t in seen]
     context.state[STATE_KEY] = record
     save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
-                            keep_since(config), syncs_each_state_file(context, default_state_dir))
+                            keep_since(config), syncs_each_state_file(cfg, context, default_state_dir))
 
     metrics = {
         **base,
@@ -235,7 +237,7 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     if pending is None:
         return reply(msg, base)
     folder, run_token = state_dir(context, default_state_dir), str(config.get("run-token", ""))
-    restore_client_state(learner, context, folder, pid, server_round, run_token)
+    restore_client_state(learner, context, folder, pid, server_round, run_token, syncs_each_state_file(cfg, context, default_state_dir))
     pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
     before = {k: v.double().clone() for k, v in model.exchanged_state().items() if k in keys}
@@ -244,7 +246,7 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     changes, factors = pending.send(server_round, accepts_factors(config))
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
     save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
-                            keep_since(config), syncs_each_state_file(context, default_state_dir))
+                            keep_since(config), syncs_each_state_file(cfg, context, default_state_dir))
     return reply(msg, {**base, "num-examples": added}, attach_factors(encode(changes), factors) if changes or factors else None)
 
 

@@ -44,13 +44,19 @@ def save_client_state(root: str | Path, partition_id: int, server_round: int, pl
     return path
 
 
-def load_client_state(root: str | Path, partition_id: int, before_round: int, run_token: str
+def load_client_state(root: str | Path, partition_id: int, before_round: int, run_token: str, skip_unreadable: bool = False
                       ) -> tuple[dict[str, dict[str, torch.Tensor]], int] | None:
-    """This run's newest state saved before ``before_round``: (plugin name -> state, rounds trained), or None."""
+    """This run's newest state saved before ``before_round``: (plugin name -> state, rounds trained), or None.
+    ``skip_unreadable`` (files written unflushed, :func:`save_client_state`): a file a machine crash left torn is
+    passed over for the one before it. Such a file was written after the server's last sync, so the checkpoint
+    being resumed never counted on it (a reply that arrived after its round closed); a file that was flushed
+    and is unreadable is an error."""
     for _, path in reversed([(r, p) for r, p in _rounds(Path(root) / str(partition_id)) if r < before_round]):
         try:
             tensors, meta = read_state_and_metadata(path)
         except READ_ERRORS as exc:
+            if skip_unreadable:
+                continue
             raise FedclError(f"client {partition_id}: its saved state {path} is corrupt ({exc})") from None
         if meta.get("run-token") != run_token:
             continue  # an earlier run's state

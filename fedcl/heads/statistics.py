@@ -81,6 +81,8 @@ class StatisticalHead(Head):
     @torch.no_grad()
     def observe(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a batch to the sums (float64)."""
+        if self._rows is not None:
+            self._refuse_while_held()
         h = self.statistics_of(features.detach().to(self.counts.device))
         labels = labels.to(self.counts.device)
         self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=STATS_DTYPE))
@@ -95,8 +97,13 @@ class StatisticalHead(Head):
         that gathered few samples uploads its Gram change as a factor: :mod:`fedcl.federation.factors`).
         While they are kept, their Gram matrix is added to ``gram`` only when something reads it (:meth:`fold`):
         a client whose change travels as a factor never packs it."""
+        self._refuse_while_held()
         self.fold()
         self._rows, self._row_limit = [], limit
+
+    def _refuse_while_held(self) -> None:
+        if self._fold_held:
+            raise RuntimeError("a statistical head cannot gather statistics while its Gram matrix is read unfolded")
 
     def _keep_rows(self, h: torch.Tensor) -> None:
         self._rows.append(h.detach().clone())
@@ -126,9 +133,9 @@ class StatisticalHead(Head):
             self._fold_held = held
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        if prefix + "gram" in state_dict:
-            self._unfolded = 0  # the kept rows' Gram belonged to the state being replaced
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "gram" in state_dict:
+            self._unfolded = 0  # the kept rows' Gram belonged to the state that was replaced
 
     def observed_rows(self) -> torch.Tensor | None:
         """The (n, statistic_dim) vectors observed since :meth:`record_rows`: their Gram matrix is the change
