@@ -125,6 +125,9 @@ def backbone_fingerprint(cfg: FedRunConfig) -> int:
 def _key(cfg: FedRunConfig, *sections: str) -> str:
     """The config's ``sections`` as JSON (a key of this process's caches; pydantic's serialiser, ~4x faster than
     json.dumps of a dump: clients look their data up by it in every message)."""
+    unknown = set(sections) - set(type(cfg).model_fields)
+    if unknown:
+        raise KeyError(f"not config sections: {sorted(unknown)}")  # pydantic's include= would drop them silently
     return cfg.model_dump_json(include=set(sections))
 
 
