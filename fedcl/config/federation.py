@@ -79,8 +79,6 @@ class FederationConfig(Section):
         return self
 
 
-
-
 class FedRunConfig(RunConfig):
     """A federated run: a single-device run's tables plus ``[federation]``."""
 

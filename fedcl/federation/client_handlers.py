@@ -182,7 +182,8 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     config = msg.content["config"]
     run_token = str(config.get("run-token", ""))
     pending = attach_pending(learner)
-    restore_client_state(learner, context, folder, pid, server_round, run_token, syncs_each_state_file(cfg, context, default_state_dir))
+    synced = syncs_each_state_file(cfg, context, default_state_dir)
+    restore_client_state(learner, context, folder, pid, server_round, run_token, synced)
     if pending is not None:
         pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
@@ -197,7 +198,7 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     record["tasks-seen"] = [int(t) for t in seen]
     context.state[STATE_KEY] = record
     save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
-                            keep_since(config), syncs_each_state_file(cfg, context, default_state_dir))
+                            keep_since(config), synced)
 
     metrics = {
         **base,
@@ -237,16 +238,17 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     if pending is None:
         return reply(msg, base)
     folder, run_token = state_dir(context, default_state_dir), str(config.get("run-token", ""))
-    restore_client_state(learner, context, folder, pid, server_round, run_token, syncs_each_state_file(cfg, context, default_state_dir))
+    synced = syncs_each_state_file(cfg, context, default_state_dir)
+    restore_client_state(learner, context, folder, pid, server_round, run_token, synced)
     pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
-    before = {k: v.double().clone() for k, v in model.exchanged_state().items() if k in keys}
+    before = {k: zeros_like_view(v) for k, v in model.exchanged_state().items() if k in keys}  # (no sums came down)
     added = catch_up(cfg, learner, pid, seen_tasks(cfg, pid, int(config["last-round"])), root)
     pending.add(*gathered_changes(model, before, keys)[1:])
     changes, factors = pending.send(server_round, accepts_factors(config))
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
     save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
-                            keep_since(config), syncs_each_state_file(cfg, context, default_state_dir))
+                            keep_since(config), synced)
     return reply(msg, {**base, "num-examples": added}, attach_factors(encode(changes), factors) if changes or factors else None)
 
 
