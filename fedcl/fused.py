@@ -59,14 +59,14 @@ class StackedAdam:
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         self.groups = [(list(params), lr) for params, lr in groups]
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
-        self.steps = torch.zeros(num_clients, dtype=torch.float64)
+        self.steps = torch.zeros(num_clients, dtype=torch.float64, device=self.groups[0][0][0].device)
         self.moments = {id(p): (torch.zeros_like(p), torch.zeros_like(p)) for params, _ in self.groups for p in params}
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
         """Update the parameters of the clients in ``active`` (bool, one per client) from their ``.grad``."""
         b1, b2 = self.betas
-        self.steps += active.double()
+        self.steps += active.to(self.steps.device, torch.float64)
         steps = self.steps.clamp(min=1)
         for params, lr in self.groups:
             for p in params:

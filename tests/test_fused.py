@@ -128,3 +128,13 @@ def test_stacked_adam_is_torch_adam_for_active_clients_only():
                 alone[k].grad = grads[k].clone()
                 opts[k].step()
     assert torch.allclose(p.detach(), torch.stack([a.detach() for a in alone]), atol=1e-6)
+
+
+def test_stacked_adam_keeps_its_step_counts_on_the_parameters_device():
+    """On a GPU the clients' active mask lives on the GPU; the step counts must too (the first GPU run failed with
+    'cuda:0 and cpu'). The meta device stands in for a second device on a CPU-only machine."""
+    p = torch.zeros(3, 4, device="meta", requires_grad=True)
+    p.grad = torch.zeros(3, 4, device="meta")
+    stacked = StackedAdam([([p], 0.1)], 3)
+    stacked.step(torch.tensor([True, False, True], device="meta"))
+    assert stacked.steps.device.type == "meta"
