@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BUDGETS = {"throughput": 100, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
+BUDGETS = {"shapes": 30, "throughput": 100, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
            "memory:finetune": 25,
-           "fused": 50, "clients_per_gpu": 150, "federated": 70}
+           "fused": 50, "clients_per_gpu": 150, "federated": 140}
 GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 64, "fused_clients": [1, 8, 64], "fused_images": 32,
        "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
        "measure_s": 10.0, "min_steps": 2, "fused_repeats": 2, "cpg_rounds": 2, "in_process": False}
@@ -124,6 +124,27 @@ def part_throughput(part: Part, s: dict, budget: float) -> None:
     v = part.values
     part.put(input_tuning_over_frozen_forward=v["input_tuning_images_per_s"] / v["frozen_forward_images_per_s"],
              input_tuning_over_finetune=v["input_tuning_images_per_s"] / v["finetune_images_per_s"])
+
+
+def part_shapes(part: Part, s: dict, budget: float) -> None:
+    """Seconds of one input-tuning training step (forward + backward) at batch sizes seen for the first time vs
+    again: whether kernels chosen or compiled per new shape cost the small, uneven batches of federated clients."""
+    import torch
+
+    learner, experience = learner_for("input_tuning", s)
+    model, plan, device = learner.model, learner.plan, learner.device
+    model.train()
+    rows = []
+    for size in [s["batch_size"], s["batch_size"], s["batch_size"] - 1, s["batch_size"] - 1, 17, 17, 5, 5, 3]:
+        x = plan.layout(torch.rand(size, 3, s["image_size"], s["image_size"], device=device))
+        _sync(device)
+        started = time.perf_counter()
+        with plan.autocast():
+            loss = model(x).float().logsumexp(1).mean()
+        loss.backward()
+        _sync(device)
+        rows.append({"batch": size, "seconds": time.perf_counter() - started})
+        part.put(steps=rows)
 
 
 def part_memory(part: Part, s: dict, variant: str) -> None:
@@ -231,7 +252,7 @@ def run_part(name: str, s: dict, budget: float, path: Path) -> None:
     if name.startswith("memory:"):
         part_memory(part, s, name.split(":", 1)[1])
     else:
-        {"throughput": part_throughput, "fused": part_fused, "clients_per_gpu": part_clients_per_gpu, "federated": part_federated}[name](part, s, budget)
+        {"shapes": part_shapes, "throughput": part_throughput, "fused": part_fused, "clients_per_gpu": part_clients_per_gpu, "federated": part_federated}[name](part, s, budget)
 
 
 def measured_part(name: str, budget: float, run) -> dict:
