@@ -3,15 +3,16 @@
     PYTHONPATH=$PWD .venv/bin/python benchmarks/gpu_bench.py [--dry-run] [--json PATH]
 
 Parts, each run in its own process under its own time budget (seconds, GPU mode):
-  throughput (100)       images/s at 224 px in bf16: input tuning and full fine-tuning inside fedcl's learner
+  shapes (35)            seconds of a training step at batch sizes seen for the first time vs again
+  throughput (80)        images/s at 224 px in bf16: input tuning and full fine-tuning inside fedcl's learner
                          (data pipeline included), and the frozen backbone's forward pass alone (the limit)
   memory:* (4 x 25)      peak GPU memory (torch.cuda.max_memory_allocated) of one epoch: input tuning, input
                          tuning + activation checkpointing (timm's, per block), the same with the stem and head
                          recomputed too (benchmarks/memory.py's experiment), full fine-tuning; one process each
-  fused (50)             fused clients (fedcl/fused.py) vs one client at a time, 1/8/64 clients
-  clients_per_gpu (150)  Ray simulation with client_num_gpus = 1/k for k = 1, 2, 4, ... 64; stops when
+  fused (40)             fused clients (fedcl/fused.py) vs one client at a time, 1/8/64 clients
+  clients_per_gpu (120)  Ray simulation with client_num_gpus = 1/k for k = 1, 2, 4, ... 64; stops when
                          images/s stops rising (or the budget ends)
-  federated (70)         a small 224 px federated class-incremental run
+  federated (90)         a small 224 px federated class-incremental run of the default federated job (ridge head)
 A part writes its results after every step, so a part that fails or runs out of time keeps what it measured
 (``status``: ok / timeout / error). ``--dry-run`` runs the same code on the CPU at 32 px with tiny sizes, every part
 in one process (CPU memory: the bytes autograd saves for one batch).
@@ -33,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BUDGETS = {"shapes": 30, "throughput": 100, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
+BUDGETS = {"shapes": 35, "throughput": 80, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
            "memory:finetune": 25,
-           "fused": 50, "clients_per_gpu": 150, "federated": 140}
+           "fused": 40, "clients_per_gpu": 120, "federated": 90}
 GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 64, "fused_clients": [1, 8, 64], "fused_images": 32,
        "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
        "measure_s": 10.0, "min_steps": 2, "fused_repeats": 2, "cpg_rounds": 2, "in_process": False}
@@ -135,7 +136,10 @@ def part_shapes(part: Part, s: dict, budget: float) -> None:
     model, plan, device = learner.model, learner.plan, learner.device
     model.train()
     rows = []
-    for size in [s["batch_size"], s["batch_size"], s["batch_size"] - 1, s["batch_size"] - 1, 17, 17, 5, 5, 3]:
+    b = s["batch_size"]
+    # as they come (train.pad_batches=never), then padded to a multiple of the batch size (the default on CUDA)
+    for size, pad in [(b, None), (b, None), (b - 1, None), (b - 1, None), (17, None), (17, None), (max(1, b - 2), b), (9, b), (3, b)]:
+        model.backbone.pad_multiple = pad
         x = plan.layout(torch.rand(size, 3, s["image_size"], s["image_size"], device=device))
         _sync(device)
         started = time.perf_counter()
@@ -143,7 +147,7 @@ def part_shapes(part: Part, s: dict, budget: float) -> None:
             loss = model(x).float().logsumexp(1).mean()
         loss.backward()
         _sync(device)
-        rows.append({"batch": size, "seconds": time.perf_counter() - started})
+        rows.append({"batch": size, "padded": pad is not None, "seconds": time.perf_counter() - started})
         part.put(steps=rows)
 
 
@@ -188,7 +192,7 @@ def part_fused(part: Part, s: dict, budget: float) -> None:
         part.put(rows=rows)
 
 
-def fed_config(s: dict, overrides: list[str]):
+def fed_config(s: dict, overrides: list[str], preset: str = "federated_input_tuning"):
     from fedcl.config import build_config
     from fedcl.data import load_dataset
     from fedcl.errors import FedclError
@@ -201,7 +205,7 @@ def fed_config(s: dict, overrides: list[str]):
     base = [f"data.dataset={dataset}", f"data.image_size={s['image_size']}", f"train.device={s['device']}", f"train.precision={s['precision']}",
             f"data.max_train_per_class={s['per_class']}", f"data.max_test_per_class={s['per_class']}", "federation.evaluate_clients=false",
             "federation.evaluate_every_round=false", 'federation.device_profiles=["server"]', f"train.batch_size={s['batch_size']}"]
-    return build_config("federated_input_tuning", None, base + overrides)
+    return build_config(preset, None, base + overrides)
 
 
 def clients_step(s: dict, k: int) -> dict:
@@ -239,11 +243,12 @@ def part_clients_per_gpu(part: Part, s: dict, budget: float) -> None:
 def part_federated(part: Part, s: dict, budget: float) -> None:
     from fedcl.federation.simulation import run_inline_simulation
 
+    # the default federated job (ridge head on frozen features, fedcl's best class-incremental configuration)
     cfg = fed_config(s, [f"federation.num_clients={s['fed_clients']}", f"data.num_tasks={s['fed_tasks']}",
-                         f"federation.rounds_per_task={s['fed_rounds_per_task']}", "federation.backend=inline"])
+                         f"federation.rounds_per_task={s['fed_rounds_per_task']}", "federation.backend=inline"], preset="federated")
     with tempfile.TemporaryDirectory() as out:
         r = run_inline_simulation(cfg, out, quiet=True)
-    part.put(dataset=cfg.data.dataset, image_size=cfg.data.image_size, num_clients=cfg.federation.num_clients, rounds=r["rounds"],
+    part.put(preset="federated", dataset=cfg.data.dataset, image_size=cfg.data.image_size, num_clients=cfg.federation.num_clients, rounds=r["rounds"],
              final_avg_accuracy=r["final_avg_accuracy"], accuracy_matrix=r["accuracy_matrix"], wall_time_s=r["wall_time_s"])
 
 

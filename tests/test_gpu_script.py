@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = {
+    "shapes": ["steps"],
     "throughput": ["input_tuning_images_per_s", "finetune_images_per_s", "frozen_forward_images_per_s", "input_tuning_over_frozen_forward"],
     "memory:input_tuning": ["peak_mb"],
     "memory:input_tuning_checkpointing": ["peak_mb"],

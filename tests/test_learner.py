@@ -224,3 +224,35 @@ def test_a_tensor_store_counts_a_replaced_tensor_once():
     assert store.nbytes == 64 and len(store) == 2  # both fit: the replaced 16 bytes are not counted
     store.put(("a",), torch.zeros(2))
     assert store.nbytes == 40 and ("b",) in store
+
+
+def _trained_with_batch_sizes(lite0, *overrides):
+    """Transform and head after one epoch on task 0 (32 samples, batches of 12), and the batch sizes the backbone's
+    network saw (forward pre-hook)."""
+    _, benchmark, model, learner = setup(lite0, "train.batch_size=12", "train.eval_batch_size=24", *overrides)
+    sizes = []
+    hook = model.backbone.model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].shape[0]))
+    try:
+        learner.train_experience(benchmark.train_stream[0])
+        learner.evaluate_experience(benchmark.test_stream[0])
+    finally:
+        hook.remove()
+        model.backbone.pad_multiple = None  # the session's shared backbone
+    return {k: v.clone() for k, v in model.state_of(model.lightweight_keys()).items()}, sizes
+
+
+def test_padded_batches_train_the_same_model_with_one_batch_shape(lite0):
+    """train.pad_batches (on by default on CUDA, where each new batch size cost seconds): a frozen backbone runs
+    every batch at a multiple of batch_size, and the model learns exactly what it learns from uneven batches."""
+    padded, padded_sizes = _trained_with_batch_sizes(lite0, "train.pad_batches=always")
+    plain, plain_sizes = _trained_with_batch_sizes(lite0, "train.pad_batches=never")
+    assert {n % 12 for n in plain_sizes} != {0}  # the stream has partial batches to pad
+    assert {n % 12 for n in padded_sizes} == {0}
+    for key, value in plain.items():
+        assert torch.allclose(padded[key], value, atol=1e-6, rtol=1e-5), key
+
+
+def test_a_trained_backbone_is_never_padded(lite0):
+    """Zero rows would enter the batch statistics of a backbone in train mode."""
+    _, sizes = _trained_with_batch_sizes(lite0, "train.pad_batches=always", "method.name=finetune")
+    assert {n % 12 for n in sizes} != {0}
