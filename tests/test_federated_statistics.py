@@ -19,12 +19,13 @@ import fedcl.federation.server_app as server_app_module
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state
 from fedcl.config import build_config
 from fedcl.errors import ConfigError, FedclError
-from fedcl.federation.client_state import load_client_state, save_client_state
+from fedcl.federation.client_state import StateStamp, load_client_state, save_client_state
 import fedcl.state_files as state_files
 from fedcl.federation.client_app import handle_query
 from fedcl.federation.client_handlers import handle_train, syncs_each_state_file
 from fedcl.federation.node import partition_id
 from fedcl.federation.inline import run_inline
+from fedcl.federation.checkpoint import CHECKPOINT_FILE, STAGED_CHECKPOINT_FILE, load_checkpoint
 from fedcl.federation.codec import decode, encode
 from fedcl.federation.flower_adapter import task_identity
 from fedcl.federation.server_app import build_server_app, server_model
@@ -159,10 +160,36 @@ def test_a_stopped_run_resumes_without_double_counting(tmp_path, monkeypatch):
     with pytest.raises(BaseException):
         run_federated(cfg, tmp_path, quiet=True)
     assert not (tmp_path / "results.json").exists()
+    crashed = load_checkpoint(tmp_path / STAGED_CHECKPOINT_FILE, cfg.to_dict()).state
     monkeypatch.undo()
     run_federated(config(*every, "federation.resume=true"), tmp_path, quiet=True)
     central, benchmark = central_head(cfg)
     assert_same_head(federated_model(cfg, tmp_path), central, benchmark)
+    # the resumed attempt names the crashed one and the last round of it that counts (its checkpoint's)
+    resumed = load_checkpoint(tmp_path / CHECKPOINT_FILE, cfg.to_dict()).state
+    assert resumed["run_token"] == crashed["run_token"] and resumed["attempt"] != crashed["attempt"]
+    assert resumed["earlier_attempts"] == [[crashed["attempt"], 4]]
+
+
+def test_a_resumed_attempt_loads_no_state_the_crashed_one_saved_after_its_checkpoint(tmp_path):
+    """Attempt A checkpointed after round 4 and crashed after its clients saved rounds 5 and 6. Attempt B resumes
+    from round 4: a client it first reaches in round 7 must continue from its round-4 state, not A's round 6."""
+    a = StateStamp("run", "A")
+    for r in (3, 4, 5, 6):
+        save_client_state(tmp_path, 0, r, {"replay": {"x": torch.full((1,), float(r))}}, r, a, keep_since=4, sync=False)
+    b = StateStamp("run", "B", (("A", 4),))
+    plugins, rounds = load_client_state(tmp_path, 0, 7, b)
+    assert rounds == 4 and float(plugins["replay"]["x"]) == 4.0
+    assert load_client_state(tmp_path, 0, 7, a)[1] == 6  # a node restarted within attempt A: its newest
+    save_client_state(tmp_path, 0, 7, {"replay": {"x": torch.zeros(1)}}, 5, b, keep_since=4, sync=False)
+    assert load_client_state(tmp_path, 0, 8, b)[1] == 5  # B's own state, once it saved one
+    # B crashes after checkpointing round 7 (its own round 7); C resumes: A's rounds 5-6 stay out
+    c = StateStamp("run", "C", (("A", 4), ("B", 7)))
+    (tmp_path / "0" / "round-7.safetensors").unlink()
+    assert load_client_state(tmp_path, 0, 9, c)[1] == 4
+    assert load_client_state(tmp_path, 0, 9, StateStamp("other run", "A")) is None
+    # the stamp travels in the train message's config and comes back the same
+    assert StateStamp.from_config(ConfigRecord(c.config())) == c
 
 
 def test_simulated_clients_write_state_unflushed_and_the_server_syncs_before_each_checkpoint(tmp_path, monkeypatch):
@@ -197,13 +224,13 @@ def test_simulated_clients_write_state_unflushed_and_the_server_syncs_before_eac
 
 def test_a_torn_unflushed_client_state_falls_back_to_the_one_before(tmp_path):
     state = {"replay": {"x": torch.ones(3)}}
-    save_client_state(tmp_path, 0, 2, state, 2, "token", sync=False)
-    save_client_state(tmp_path, 0, 3, {"replay": {"x": torch.zeros(3)}}, 3, "token", sync=False)
+    save_client_state(tmp_path, 0, 2, state, 2, StateStamp("token"), sync=False)
+    save_client_state(tmp_path, 0, 3, {"replay": {"x": torch.zeros(3)}}, 3, StateStamp("token"), sync=False)
     (tmp_path / "0" / "round-3.safetensors").write_bytes(b"")  # what a machine crash can leave of an unflushed file
-    plugins, rounds = load_client_state(tmp_path, 0, 4, "token", skip_unreadable=True)
+    plugins, rounds = load_client_state(tmp_path, 0, 4, StateStamp("token"), skip_unreadable=True)
     assert rounds == 2 and torch.equal(plugins["replay"]["x"], torch.ones(3))
     with pytest.raises(FedclError, match="round-3.safetensors is corrupt"):  # a flushed file: corruption, said
-        load_client_state(tmp_path, 0, 4, "token")
+        load_client_state(tmp_path, 0, 4, StateStamp("token"))
 
 
 def test_statistics_travel_once_per_task_and_g_packed(tmp_path):

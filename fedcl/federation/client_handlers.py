@@ -26,7 +26,7 @@ from fedcl.builder import (
     training_experience,
     with_local_data,
 )
-from fedcl.federation.client_state import load_client_state, save_client_state
+from fedcl.federation.client_state import StateStamp, load_client_state, save_client_state
 from fedcl.federation.codec import decode, encode, encode_update
 from fedcl.federation.node import data_root, partition_id, reply
 from fedcl.federation.factors import accepts_factors, attach_factors, gram_rows, record_gram_rows
@@ -70,12 +70,12 @@ def state_dir(context: Context, default: str | Path | None) -> Path | None:
     return Path(str(folder)) if folder else None
 
 
-def restore_client_state(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int, run_token: str,
+def restore_client_state(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int, stamp: StateStamp,
                          synced: bool = True) -> None:
     """Plugins' state from earlier rounds (replay buffer, Fisher information, old model): from this run's
     ``context.state``, or, in a resumed run whose context starts empty, from the client's own disk."""
-    if STATE_KEY not in context.state.config_records and folder is not None and run_token:
-        saved = load_client_state(folder, pid, server_round, run_token, skip_unreadable=not synced)
+    if STATE_KEY not in context.state.config_records and folder is not None and stamp.run_token:
+        saved = load_client_state(folder, pid, server_round, stamp, skip_unreadable=not synced)
         if saved is not None:
             plugins, rounds_trained = saved
             for name, state in plugins.items():
@@ -95,15 +95,15 @@ def syncs_each_state_file(cfg: FedRunConfig, context: Context, default: str | Pa
 
 
 def save_client_state_after(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int,
-                            rounds_trained: int, run_token: str, keep_since: int | None = None, sync: bool = True) -> None:
+                            rounds_trained: int, stamp: StateStamp, keep_since: int | None = None, sync: bool = True) -> None:
     states = {}
     for plugin in learner.plugins:
         state = plugin.state_dict()
         if state:
             states[plugin.name] = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             context.state[PLUGIN_STATE_PREFIX + plugin.name] = ArrayRecord(states[plugin.name])
-    if folder is not None and run_token and states:  # methods without client state write nothing
-        save_client_state(folder, pid, server_round, states, rounds_trained, run_token, keep_since, sync)
+    if folder is not None and stamp.run_token and states:  # methods without client state write nothing
+        save_client_state(folder, pid, server_round, states, rounds_trained, stamp, keep_since, sync)
 
 
 def sum_keys(model) -> list[str]:
@@ -180,10 +180,10 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     _, model, learner, seen, received = _global_model_learner(cfg, msg, pid, server_round, root)
     folder = state_dir(context, default_state_dir)
     config = msg.content["config"]
-    run_token = str(config.get("run-token", ""))
+    stamp = StateStamp.from_config(config)
     pending = attach_pending(learner)
     synced = syncs_each_state_file(cfg, context, default_state_dir)
-    restore_client_state(learner, context, folder, pid, server_round, run_token, synced)
+    restore_client_state(learner, context, folder, pid, server_round, stamp, synced)
     if pending is not None:
         pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
@@ -197,7 +197,7 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     record["rounds-trained"] = int(record["rounds-trained"]) + 1
     record["tasks-seen"] = [int(t) for t in seen]
     context.state[STATE_KEY] = record
-    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
+    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), stamp,
                             keep_since(config), synced)
 
     metrics = {
@@ -237,9 +237,9 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     base = {"partition-id": pid, "collect": 1, "num-examples": 0}
     if pending is None:
         return reply(msg, base)
-    folder, run_token = state_dir(context, default_state_dir), str(config.get("run-token", ""))
+    folder, stamp = state_dir(context, default_state_dir), StateStamp.from_config(config)
     synced = syncs_each_state_file(cfg, context, default_state_dir)
-    restore_client_state(learner, context, folder, pid, server_round, run_token, synced)
+    restore_client_state(learner, context, folder, pid, server_round, stamp, synced)
     pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
     before = {k: zeros_like_view(v) for k, v in model.exchanged_state().items() if k in keys}  # (no sums came down)
@@ -247,7 +247,7 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     pending.add(*gathered_changes(model, before, keys)[1:])
     changes, factors = pending.send(server_round, accepts_factors(config))
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
-    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), run_token,
+    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), stamp,
                             keep_since(config), synced)
     return reply(msg, {**base, "num-examples": added}, attach_factors(encode(changes), factors) if changes or factors else None)
 

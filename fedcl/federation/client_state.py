@@ -2,7 +2,8 @@
 old model) after each round it trained, so that a resumed run continues where it was.
 
 The state never leaves the device. Files are ``<dir>/<partition>/round-<r>.safetensors``,
-stamped with the run's token (so a later run never picks up an earlier run's state);
+stamped with the run's token (so a later run never picks up an earlier run's state) and the server's attempt
+(so a resumed run never picks up what the crashed attempt saved after the checkpoint it resumes from);
 the two newest are kept, and, when the server says which round its last checkpoint is
 (``keep_since``), also the newest state saved up to that round: the one a resumed run loads,
 so that the client's state (gathered statistics, pending uploads) agrees with the checkpoint.
@@ -11,6 +12,8 @@ so that the client's state (gathered statistics, pending uploads) agrees with th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +24,32 @@ KEEP = 2
 _NAME = re.compile(r"round-(\d+)\.safetensors$")
 
 
+@dataclass(frozen=True)
+class StateStamp:
+    """Which saved states belong to this run: its token, the server's current attempt (a fresh one each time the
+    server starts or resumes), and each earlier attempt's last round that the resumed checkpoint counts."""
+
+    run_token: str
+    attempt: str = ""
+    earlier: tuple[tuple[str, int], ...] = ()
+
+    def accepts(self, meta: Mapping[str, str], server_round: int) -> bool:
+        if meta.get("run-token") != self.run_token:
+            return False  # an earlier run's state
+        attempt = meta.get("attempt", "")
+        return attempt == self.attempt or any(attempt == a and server_round <= upto for a, upto in self.earlier)
+
+    def config(self) -> dict:
+        """The entries a train or collect message carries (a ConfigRecord's lists of str and of int)."""
+        return {"run-token": self.run_token, "attempt": self.attempt, "earlier-attempts": [a for a, _ in self.earlier],
+                "earlier-upto": [int(r) for _, r in self.earlier]}
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> StateStamp:
+        earlier = zip(list(config.get("earlier-attempts", [])), list(config.get("earlier-upto", [])), strict=True)
+        return cls(str(config.get("run-token", "")), str(config.get("attempt", "")), tuple((str(a), int(r)) for a, r in earlier))
+
+
 def _rounds(folder: Path) -> list[tuple[int, Path]]:
     if not folder.is_dir():
         return []
@@ -29,12 +58,12 @@ def _rounds(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save_client_state(root: str | Path, partition_id: int, server_round: int, plugins: dict[str, dict[str, torch.Tensor]],
-                      rounds_trained: int, run_token: str, keep_since: int | None = None, sync: bool = True) -> Path:
+                      rounds_trained: int, stamp: StateStamp, keep_since: int | None = None, sync: bool = True) -> Path:
     """``sync=False`` (simulated clients, whose server syncs the machine's disk before each checkpoint): the
     file is not flushed one by one."""
     folder = Path(root) / str(partition_id)
     tensors = {f"{name}/{key}": value for name, state in plugins.items() for key, value in state.items()}
-    meta = {"rounds-trained": str(rounds_trained), "run-token": run_token}
+    meta = {"rounds-trained": str(rounds_trained), "run-token": stamp.run_token, "attempt": stamp.attempt}
     path = save_state(tensors, folder / f"round-{server_round}.safetensors", metadata=meta, sync=sync)
     saved = _rounds(folder)
     resumable = max((r for r, _ in saved if r <= keep_since), default=None) if keep_since is not None else None
@@ -44,22 +73,23 @@ def save_client_state(root: str | Path, partition_id: int, server_round: int, pl
     return path
 
 
-def load_client_state(root: str | Path, partition_id: int, before_round: int, run_token: str, skip_unreadable: bool = False
+def load_client_state(root: str | Path, partition_id: int, before_round: int, stamp: StateStamp, skip_unreadable: bool = False
                       ) -> tuple[dict[str, dict[str, torch.Tensor]], int] | None:
-    """This run's newest state saved before ``before_round``: (plugin name -> state, rounds trained), or None.
+    """This run's newest state saved before ``before_round`` that ``stamp`` accepts: (plugin name -> state, rounds
+    trained), or None.
     ``skip_unreadable`` (files written unflushed, :func:`save_client_state`): a file a machine crash left torn is
     passed over for the one before it. Such a file was written after the server's last sync, so the checkpoint
     being resumed never counted on it (a reply that arrived after its round closed); a file that was flushed
     and is unreadable is an error."""
-    for _, path in reversed([(r, p) for r, p in _rounds(Path(root) / str(partition_id)) if r < before_round]):
+    for server_round, path in reversed([(r, p) for r, p in _rounds(Path(root) / str(partition_id)) if r < before_round]):
         try:
             tensors, meta = read_state_and_metadata(path)
         except READ_ERRORS as exc:
             if skip_unreadable:
                 continue
             raise FedclError(f"client {partition_id}: its saved state {path} is corrupt ({exc})") from None
-        if meta.get("run-token") != run_token:
-            continue  # an earlier run's state
+        if not stamp.accepts(meta, server_round):
+            continue  # an earlier run's state, or one a crashed attempt saved after the checkpoint being resumed
         plugins: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in tensors.items():
             name, _, tensor_key = key.partition("/")

@@ -25,6 +25,7 @@ from fedcl.federation.accounting import message_bytes
 from fedcl.federation.app_config import resolve_config
 from fedcl.federation.checkpoint import (CHECKPOINT_FILE, STAGED_CHECKPOINT_FILE, Checkpoint, CheckpointError, check_state, load_checkpoint,
                                          resume_path, save_checkpoint)
+from fedcl.federation.client_state import StateStamp
 from fedcl.federation.codec import encode
 from fedcl.federation.factors import factors_allowed, gram_dims
 from fedcl.federation.privacy import epsilons, noise_std
@@ -156,13 +157,13 @@ def local_accuracies(cfg: FedRunConfig, benchmark, per_task: list[float], server
 
 
 def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, first_round: int,
-               run_token: str, checkpoint) -> None:
+               stamp: StateStamp, checkpoint) -> None:
     """Rounds ``first_round``..R: discover new nodes, train, aggregate, evaluate, checkpoint."""
     f = cfg.federation
     for server_round in range(first_round, cfg.num_rounds + 1):
         log(INFO, "[ROUND %s/%s]", server_round, cfg.num_rounds)
         strategy.discover(grid, first_reply_wait_s(f))
-        train_config = ConfigRecord({"local-epochs": f.local_epochs, "run-token": run_token})
+        train_config = ConfigRecord({"local-epochs": f.local_epochs, **stamp.config()})
         replies = grid.send_and_receive(strategy.train_messages(server_round, train_config, grid), timeout=f.round_timeout_s)
         strategy.aggregate_train(server_round, replies)
         check_global_state(strategy.global_state, server_round, cfg.to_dict())
@@ -176,10 +177,10 @@ def run_rounds(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluatio
         if f.checkpoint_every and (server_round % f.checkpoint_every == 0 or server_round == cfg.num_rounds):
             checkpoint(server_round)
     if strategy.sum_keys and not strategy.collected:
-        collect_step(cfg, grid, strategy, evaluation, run_token, checkpoint)
+        collect_step(cfg, grid, strategy, evaluation, stamp, checkpoint)
 
 
-def collect_step(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, run_token: str,
+def collect_step(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluation: ServerEvaluation, stamp: StateStamp,
                  checkpoint) -> None:
     """After the last round, every connected client that may hold statistics the server lacks (all but the
     :func:`settled_clients`) sends those it has not sent yet (tasks it saw but was never sampled or available
@@ -190,7 +191,7 @@ def collect_step(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, evaluat
     strategy.discover(grid, first_reply_wait_s(f))
     # (clients that learn by gradient add statistics every batch: any of them may hold some, so all are asked)
     settled = frozenset() if strategy.sums_down else settled_clients(cfg, strategy.stats_accepted)
-    messages = strategy.collect_messages(step, ConfigRecord({"run-token": run_token}), grid, settled)
+    messages = strategy.collect_messages(step, ConfigRecord(stamp.config()), grid, settled)
     stats = strategy.aggregate_collect(step, grid.send_and_receive(messages, timeout=f.round_timeout_s) if messages else [])
     strategy.recorder.round_stats[step] = stats
     check_global_state(strategy.global_state, cfg.num_rounds, cfg.to_dict())
@@ -220,24 +221,28 @@ def evaluate_clients(cfg: FedRunConfig, grid: Grid, strategy: FedCLStrategy, eva
     strategy.recorder.client_accuracy[server_round] = dict(sorted(accs.items()))
 
 
-def start_or_resume(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: ServerEvaluation, path: Path) -> tuple[int, str]:
-    """(first round, run token): a fresh run evaluates the untrained model (round 0); a resumed one
+def start_or_resume(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: ServerEvaluation, path: Path) -> tuple[int, StateStamp]:
+    """(first round, the stamp of the client states this attempt accepts): a fresh run evaluates the untrained model (round 0); a resumed one
     restores the strategy and the accuracies from the checkpoint."""
     if not cfg.federation.resume:
         evaluation(0, strategy.global_state)
-        return 1, uuid.uuid4().hex
+        return 1, StateStamp(uuid.uuid4().hex, uuid.uuid4().hex)
     source = resume_path(path.parent)
     ckpt, checked = checked_checkpoint(cfg, source, strategy.global_state)
     adam = {g: ckpt.group(g) for g in ("adam_m", "adam_v")}
     try:
         strategy.load_state_dict(ckpt.state["strategy"], checked, adam["adam_m"], adam["adam_v"])
         evaluation.accuracy.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
-        first_round, run_token = ckpt.server_round + 1, str(ckpt.state["run_token"])
+        # this attempt's clients load no state the checkpoint's attempt saved after it (nor any attempt before that
+        # saved after the round the next one resumed from)
+        earlier = tuple((str(a), int(r)) for a, r in ckpt.state.get("earlier_attempts", []))
+        earlier += ((str(ckpt.state.get("attempt", "")), ckpt.server_round),)
+        first_round, stamp = ckpt.server_round + 1, StateStamp(str(ckpt.state["run_token"]), uuid.uuid4().hex, earlier)
         strategy.checkpointed_round = ckpt.server_round
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {source} has damaged server state ({type(exc).__name__}: {str(exc)[:100]})") from None
     log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, source)
-    return first_round, run_token
+    return first_round, stamp
 
 
 def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None, sync_before_checkpoint: bool = False
@@ -259,7 +264,7 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None, sync_befo
     strategy.sums_down = any(len(group["params"]) > 0 for group in evaluation.learner.param_groups)
     wait_for_nodes(grid, f.min_available_nodes or f.num_clients, f.node_wait_s)
     path = Path(out or "runs/federated") / STAGED_CHECKPOINT_FILE  # becomes CHECKPOINT_FILE when the run succeeds
-    first_round, run_token = start_or_resume(cfg, strategy, evaluation, path)
+    first_round, stamp = start_or_resume(cfg, strategy, evaluation, path)
 
     def checkpoint(server_round: int) -> None:
         state, tensors = strategy.state_dict()
@@ -267,11 +272,12 @@ def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None, sync_befo
         if sync_before_checkpoint:
             os.sync()
         save_checkpoint(path, Checkpoint(server_round, cfg.to_dict(), tensors,
-                                         {"strategy": state, "server_accuracy": evaluation.accuracy, "run_token": run_token,
+                                         {"strategy": state, "server_accuracy": evaluation.accuracy, "run_token": stamp.run_token,
+                                          "attempt": stamp.attempt, "earlier_attempts": [list(e) for e in stamp.earlier],
                                           "stream_positions": positions}))
         strategy.checkpointed_round = server_round
 
-    run_rounds(cfg, grid, strategy, evaluation, first_round, run_token, checkpoint)
+    run_rounds(cfg, grid, strategy, evaluation, first_round, stamp, checkpoint)
     recorder = strategy.recorder
     if not any(stats.get("clients_trained") for stats in recorder.round_stats.values()):
         first = recorder.rejected[0] if recorder.rejected else "no client had data to train on"
