@@ -3,16 +3,16 @@
     PYTHONPATH=$PWD .venv/bin/python benchmarks/gpu_bench.py [--dry-run] [--json PATH]
 
 Parts, each run in its own process under its own time budget (seconds, GPU mode):
-  shapes (35)            seconds of a training step at batch sizes seen for the first time vs again
-  throughput (80)        images/s at 224 px in bf16: input tuning and full fine-tuning inside fedcl's learner
+  shapes (45)            seconds of a training step at batch sizes seen for the first time vs again
+  throughput (70)        images/s at 224 px in bf16: input tuning and full fine-tuning inside fedcl's learner
                          (data pipeline included), and the frozen backbone's forward pass alone (the limit)
   memory:* (4 x 25)      peak GPU memory (torch.cuda.max_memory_allocated) of one epoch: input tuning, input
                          tuning + activation checkpointing (timm's, per block), the same with the stem and head
                          recomputed too (benchmarks/memory.py's experiment), full fine-tuning; one process each
-  fused (40)             fused clients (fedcl/fused.py) vs one client at a time, 1/8/64 clients
-  clients_per_gpu (120)  Ray simulation with client_num_gpus = 1/k for k = 1, 2, 4, ... 64; stops when
+  fused (35)             fused clients (fedcl/fused.py) vs one client at a time, 1/8/64 clients
+  clients_per_gpu (150)  Ray simulation with client_num_gpus = 1/k for k = 1, 2, 4, ... 64; stops when
                          images/s stops rising (or the budget ends)
-  federated (90)         a small 224 px federated class-incremental run of the default federated job (ridge head)
+  federated (80)         a small 224 px federated class-incremental run of the default federated job (ridge head)
 A part writes its results after every step, so a part that fails or runs out of time keeps what it measured
 (``status``: ok / timeout / error). ``--dry-run`` runs the same code on the CPU at 32 px with tiny sizes, every part
 in one process (CPU memory: the bytes autograd saves for one batch).
@@ -34,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-BUDGETS = {"shapes": 35, "throughput": 80, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
+BUDGETS = {"shapes": 45, "throughput": 70, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
            "memory:finetune": 25,
-           "fused": 40, "clients_per_gpu": 120, "federated": 90}
+           "fused": 35, "clients_per_gpu": 150, "federated": 80}
 GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 64, "fused_clients": [1, 8, 64], "fused_images": 32,
        "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
        "measure_s": 10.0, "min_steps": 2, "fused_repeats": 2, "cpg_rounds": 2, "in_process": False}
@@ -137,9 +137,9 @@ def part_shapes(part: Part, s: dict, budget: float) -> None:
     model.train()
     rows = []
     b = s["batch_size"]
-    # as they come (train.pad_batches=never), then padded to a multiple of the batch size (the default on CUDA)
+    # as they come (train.pad_batches=never), then padded to the batch size (the default on CUDA)
     for size, pad in [(b, None), (b, None), (b - 1, None), (b - 1, None), (17, None), (17, None), (max(1, b - 2), b), (9, b), (3, b)]:
-        model.backbone.pad_multiple = pad
+        model.backbone.pad_to = pad
         x = plan.layout(torch.rand(size, 3, s["image_size"], s["image_size"], device=device))
         _sync(device)
         started = time.perf_counter()

@@ -31,6 +31,12 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
 READ_ERRORS = (SafetensorError, OSError, ValueError)
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a file written by :func:`save_state`, without its tensors; raises one of :data:`READ_ERRORS`."""
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
 def read_state_and_metadata(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and the string metadata of a file written by :func:`save_state`; raises one of :data:`READ_ERRORS`."""
     with safe_open(str(path), framework="pt") as f:

@@ -192,6 +192,20 @@ def test_a_resumed_attempt_loads_no_state_the_crashed_one_saved_after_its_checkp
     assert StateStamp.from_config(ConfigRecord(c.config())) == c
 
 
+def test_pruning_keeps_the_state_a_later_resume_loads_and_drops_what_no_attempt_will(tmp_path):
+    """A saved rounds 4-6 (checkpoint 4) and crashed; B resumed from 4, checkpointed 6 and saved round 8 for a
+    client it first reached then. The round-4 state is what a resume from B's checkpoint needs: A's rounds 5-6
+    (stale, newer) must not push it out, and they are deleted."""
+    a, b = StateStamp("run", "A"), StateStamp("run", "B", (("A", 4),))
+    for r in (4, 5, 6):
+        save_client_state(tmp_path, 0, r, {"replay": {"x": torch.full((1,), float(r))}}, r, a, keep_since=4, sync=False)
+    assert load_client_state(tmp_path, 0, 8, b)[1] == 4
+    save_client_state(tmp_path, 0, 8, {"replay": {"x": torch.zeros(1)}}, 5, b, keep_since=6, sync=False)
+    assert sorted(p.name for p in (tmp_path / "0").iterdir()) == ["round-4.safetensors", "round-8.safetensors"]
+    c = StateStamp("run", "C", (("A", 4), ("B", 6)))
+    assert load_client_state(tmp_path, 0, 7, c)[1] == 4
+
+
 def test_simulated_clients_write_state_unflushed_and_the_server_syncs_before_each_checkpoint(tmp_path, monkeypatch):
     events, write_atomic, sync = [], state_files.write_atomic, os.sync
 
@@ -261,3 +275,16 @@ def test_central_dp_refuses_summed_statistics_in_one_line():
         from fedcl.federation.strategy import FedCLStrategy
         FedCLStrategy(config("federation.dp_clipping_norm=1.0"), {"head.counts": torch.zeros(2)}, {"head.counts": "sum"}, 0)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("earlier", [5, "ab", [["a"]], [["a", 1, 2]], [["a", 10**30]], [["a", float("inf")]], [["a", 1.5]], [["a", True]],
+                                     [["a", -1]], [["a", 7]], [[3, 1]], [["x" * 65, 1]], [["a", 1]] * 10_001, [None]])
+def test_a_checkpoint_with_malformed_earlier_attempts_is_damaged(earlier):
+    """Each must raise what start_or_resume turns into one CheckpointError line (not reach a client message)."""
+    with pytest.raises((ValueError, TypeError)):
+        server_app_module.resumed_stamp({"run_token": "t", "attempt": "B", "earlier_attempts": earlier}, 6)
+
+
+def test_a_resumed_stamp_names_the_checkpoints_attempt():
+    stamp = server_app_module.resumed_stamp({"run_token": "t", "attempt": "B", "earlier_attempts": [["A", 4]]}, 6)
+    assert (stamp.run_token, stamp.earlier) == ("t", (("A", 4), ("B", 6))) and stamp.attempt not in ("A", "B")

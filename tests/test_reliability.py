@@ -168,11 +168,22 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
-    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
-    again = json.loads((killed / "results.json").read_text())
-    assert without_wall_clock(again) == without_wall_clock(whole)
+    whole = without_wall_clock(json.loads((tmp_path / "whole" / "results.json").read_text()))
+    again = without_wall_clock(json.loads((killed / "results.json").read_text()))
     a, b = load_state_file(tmp_path / "whole" / GLOBAL_MODEL_FILE), load_state_file(killed / GLOBAL_MODEL_FILE)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # identical, except that each message of the resumed attempt also tells its client which earlier attempt's
+    # saved states count (a few bytes more down, the same constant for every message after the checkpoint)
+    comm, comm_again = whole.pop("communication"), again.pop("communication")
+    assert again == whole and comm_again["bytes_up"] == comm["bytes_up"]
+    extra: dict[bool, set[int]] = {False: set(), True: set()}  # per-message difference, by "after the checkpoint"
+    for r, (row, row_again) in enumerate(zip(comm["per_round"], comm_again["per_round"], strict=True), start=1):
+        down, down_again = row.pop("per_client_down"), row_again.pop("per_client_down")
+        for key in ("bytes_down", "full_model_bytes"):
+            row.pop(key), row_again.pop(key)
+        assert row_again == row and down_again.keys() == down.keys()
+        extra[r > 3] |= {down_again[c] - down[c] for c in down}
+    assert extra[False] == {0} and len(extra[True]) == 1 and 0 < min(extra[True]) < 100, extra
 
 
 def test_central_dp_clips_and_noises_reproducibly(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from fedcl.errors import FedclError
-from fedcl.state_files import READ_ERRORS, read_state_and_metadata, save_state
+from fedcl.state_files import READ_ERRORS, read_metadata, read_state_and_metadata, save_state
 
 KEEP = 2
 _NAME = re.compile(r"round-(\d+)\.safetensors$")
@@ -66,11 +66,23 @@ def save_client_state(root: str | Path, partition_id: int, server_round: int, pl
     meta = {"rounds-trained": str(rounds_trained), "run-token": stamp.run_token, "attempt": stamp.attempt}
     path = save_state(tensors, folder / f"round-{server_round}.safetensors", metadata=meta, sync=sync)
     saved = _rounds(folder)
-    resumable = max((r for r, _ in saved if r <= keep_since), default=None) if keep_since is not None else None
-    for r, old in saved[:-KEEP]:
-        if resumable is None or r < resumable:
+    # what this attempt (and so every later one) may still load: the newest states it accepts, and the newest one
+    # up to the checkpoint; another run's, or a crashed attempt's after the round it was resumed from, never again
+    accepted = [(r, p) for r, p in saved if _accepted(stamp, p, r)]
+    keep = {p for _, p in accepted[-KEEP:]}
+    if keep_since is not None:
+        keep.update([p for r, p in accepted if r <= keep_since][-1:])
+    for _, old in saved:
+        if old not in keep:
             old.unlink(missing_ok=True)
     return path
+
+
+def _accepted(stamp: StateStamp, path: Path, server_round: int) -> bool:
+    try:
+        return stamp.accepts(read_metadata(path), server_round)
+    except READ_ERRORS:
+        return False  # torn (never loaded) or gone
 
 
 def load_client_state(root: str | Path, partition_id: int, before_round: int, stamp: StateStamp, skip_unreadable: bool = False

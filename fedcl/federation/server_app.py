@@ -233,16 +233,35 @@ def start_or_resume(cfg: FedRunConfig, strategy: FedCLStrategy, evaluation: Serv
     try:
         strategy.load_state_dict(ckpt.state["strategy"], checked, adam["adam_m"], adam["adam_v"])
         evaluation.accuracy.update({int(r): a for r, a in ckpt.state["server_accuracy"].items()})
-        # this attempt's clients load no state the checkpoint's attempt saved after it (nor any attempt before that
-        # saved after the round the next one resumed from)
-        earlier = tuple((str(a), int(r)) for a, r in ckpt.state.get("earlier_attempts", []))
-        earlier += ((str(ckpt.state.get("attempt", "")), ckpt.server_round),)
-        first_round, stamp = ckpt.server_round + 1, StateStamp(str(ckpt.state["run_token"]), uuid.uuid4().hex, earlier)
+        first_round, stamp = ckpt.server_round + 1, resumed_stamp(ckpt.state, ckpt.server_round)
         strategy.checkpointed_round = ckpt.server_round
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise CheckpointError(f"checkpoint {source} has damaged server state ({type(exc).__name__}: {str(exc)[:100]})") from None
     log(INFO, "fedcl: resuming after round %s from %s", ckpt.server_round, source)
     return first_round, stamp
+
+
+def resumed_stamp(state: dict, server_round: int) -> StateStamp:
+    """The stamp of a resumed attempt: its clients load no state the checkpoint's attempt saved after the checkpoint
+    (nor any that an attempt before it saved after the round the next one resumed from). Raises ValueError or
+    TypeError on a malformed entry (the checkpoint is damaged)."""
+
+    def word(value) -> str:
+        if not isinstance(value, str) or len(value) > 64:
+            raise ValueError("an attempt is not a short string")
+        return value
+
+    earlier = state.get("earlier_attempts", [])
+    if not isinstance(earlier, list) or len(earlier) > 10_000:
+        raise ValueError("earlier_attempts is not a list of at most 10,000 entries")
+    pairs = []
+    for entry in earlier:
+        attempt, upto = entry  # a pair, or ValueError/TypeError
+        if type(upto) is not int or not 0 <= upto <= server_round:
+            raise ValueError(f"an earlier attempt's last round is not a round up to {server_round}")
+        pairs.append((word(attempt), upto))
+    pairs.append((word(state.get("attempt", "")), server_round))
+    return StateStamp(word(state["run_token"]), uuid.uuid4().hex, tuple(pairs))
 
 
 def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None, sync_before_checkpoint: bool = False
