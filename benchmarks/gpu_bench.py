@@ -137,9 +137,9 @@ def part_shapes(part: Part, s: dict, budget: float) -> None:
     model.train()
     rows = []
     b = s["batch_size"]
-    # as they come (train.pad_batches=never), then padded to the batch size (the default on CUDA)
-    for size, pad in [(b, None), (b, None), (b - 1, None), (b - 1, None), (17, None), (17, None), (max(1, b - 2), b), (9, b), (3, b)]:
-        model.backbone.pad_to = pad
+    # as they come (train.pad_batches=never), then padded to a multiple of half the batch size (the default on CUDA)
+    for size, pad in [(b, None), (b, None), (b - 1, None), (b - 1, None), (17, None), (17, None), (max(1, b - 2), b // 2), (9, b // 2), (3, b // 2)]:
+        model.backbone.pad_multiple = pad
         x = plan.layout(torch.rand(size, 3, s["image_size"], s["image_size"], device=device))
         _sync(device)
         started = time.perf_counter()

@@ -81,9 +81,10 @@ class Learner:
         self.plan = plan_execution(self.device, settings.precision, layout, settings.gpu_memory_fraction)
         self.model = model.place(self.device, self.plan.channels_last)
         model.backbone.set_activation_checkpointing(settings.activation_checkpointing)
-        # the last, smaller batch of a loop runs at the loop's full size (a full batch, or a larger one, as it comes)
+        # batch sizes rounded up to a multiple of half the smaller batch size: a few shapes (a client's last batch
+        # and each client's whole encode pass would each be a new one), full and replay-enlarged batches unchanged
         pad = settings.pad_batches == "always" or (settings.pad_batches == "auto" and self.device.type == "cuda")
-        model.backbone.pad_to = min(settings.batch_size, settings.eval_batch_size) if pad else None
+        model.backbone.pad_multiple = max(1, min(settings.batch_size, settings.eval_batch_size) // 2) if pad else None
         self.method = method
         self.settings = settings
         self.image_size = image_size

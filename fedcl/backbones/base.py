@@ -41,8 +41,8 @@ class FrozenBackbone(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         self.frozen = True
         self._trainable: list[nn.Module] = []
-        #: smaller batches run padded with zero images to this size (None: as they come); see :meth:`forward`
-        self.pad_to: int | None = None
+        #: batches run padded with zero images to a multiple of this (None: as they come); see :meth:`forward`
+        self.pad_multiple: int | None = None
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.eval()
@@ -56,11 +56,11 @@ class FrozenBackbone(nn.Module):
         return len(self._stages)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        n, size = images.shape[0], self.pad_to
-        if size and n < size and not self._trainable:
+        n, multiple = images.shape[0], self.pad_multiple
+        if multiple and n % multiple and not self._trainable:
             # eval mode throughout (no batch statistics), so zero rows change no other row's features
             channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
-            images = torch.cat([images, images.new_zeros((size - n, *images.shape[1:]))])
+            images = torch.cat([images, images.new_zeros((-n % multiple, *images.shape[1:]))])
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             return self.model((images - self.mean) / self.std)[:n]

@@ -119,8 +119,8 @@ class TrainConfig(Section):
     channels_last: Flag | None = None  # null: on for CUDA, and on the CPU for a backbone run forward only (frozen features)
     gpu_memory_fraction: real(gt=0, le=1) | None = None  # cap on this process's share of GPU memory
     activation_checkpointing: Flag = False  # recompute the backbone's activations in the backward pass
-    # a frozen backbone's smaller batches padded with zero images to min(batch_size, eval_batch_size) (auto: on CUDA,
-    # where each new batch size cost ~5 s of kernel selection on an H200, and clients' last batches come in every size)
+    # a frozen backbone's batches padded with zero images to a multiple of min(batch_size, eval_batch_size) / 2 (auto:
+    # on CUDA, where each new batch size cost ~5 s on an H200, and clients' batches come in every size)
     pad_batches: PadBatches = "auto"
     num_threads: integer(1, MAX_THREADS) | None = None
 
