@@ -278,13 +278,29 @@ def test_central_dp_refuses_summed_statistics_in_one_line():
 
 
 @pytest.mark.parametrize("earlier", [5, "ab", [["a"]], [["a", 1, 2]], [["a", 10**30]], [["a", float("inf")]], [["a", 1.5]], [["a", True]],
-                                     [["a", -1]], [["a", 7]], [[3, 1]], [["x" * 65, 1]], [["a", 1]] * 10_001, [None]])
+                                     [["a", -1]], [["a", 7]], [[3, 1]], [["x" * 65, 1]], [["a", 1]] * 10_001, [None],
+                                     [["\ud800", 1]], [["a b", 1]]])
 def test_a_checkpoint_with_malformed_earlier_attempts_is_damaged(earlier):
     """Each must raise what start_or_resume turns into one CheckpointError line (not reach a client message)."""
     with pytest.raises((ValueError, TypeError)):
         server_app_module.resumed_stamp({"run_token": "t", "attempt": "B", "earlier_attempts": earlier}, 6)
 
 
+@pytest.mark.parametrize("state", [{"run_token": "", "attempt": "B"}, {"run_token": "\ud800"}, {"run_token": "t", "attempt": "\ud800"}])
+def test_a_checkpoint_with_a_malformed_run_token_or_attempt_is_damaged(state):
+    """(a lone surrogate reached Flower's message encoder and raised there; an empty token disabled client state)"""
+    with pytest.raises(ValueError):
+        server_app_module.resumed_stamp(state, 6)
+
+
 def test_a_resumed_stamp_names_the_checkpoints_attempt():
     stamp = server_app_module.resumed_stamp({"run_token": "t", "attempt": "B", "earlier_attempts": [["A", 4]]}, 6)
     assert (stamp.run_token, stamp.earlier) == ("t", (("A", 4), ("B", 6))) and stamp.attempt not in ("A", "B")
+
+
+def test_a_folder_named_like_a_state_file_is_left_alone(tmp_path):
+    """(it made pruning raise IsADirectoryError, and the client was rejected in every round after)"""
+    (tmp_path / "0" / "round-1.safetensors").mkdir(parents=True)
+    for r in (2, 3, 4):
+        save_client_state(tmp_path, 0, r, {"replay": {"x": torch.ones(1)}}, r, StateStamp("t"), sync=False)
+    assert load_client_state(tmp_path, 0, 9, StateStamp("t"))[1] == 4 and (tmp_path / "0" / "round-1.safetensors").is_dir()

@@ -53,7 +53,7 @@ class StateStamp:
 def _rounds(folder: Path) -> list[tuple[int, Path]]:
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.search(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.search(p.name)) and not p.is_dir()]
     return sorted(found)
 
 

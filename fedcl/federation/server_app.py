@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from logging import INFO
@@ -246,9 +247,9 @@ def resumed_stamp(state: dict, server_round: int) -> StateStamp:
     (nor any that an attempt before it saved after the round the next one resumed from). Raises ValueError or
     TypeError on a malformed entry (the checkpoint is damaged)."""
 
-    def word(value) -> str:
-        if not isinstance(value, str) or len(value) > 64:
-            raise ValueError("an attempt is not a short string")
+    def word(value, empty: bool = True) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Za-z_-]{%d,64}" % (0 if empty else 1), value):
+            raise ValueError("a run token or attempt is not a word of at most 64 letters, digits, '_' or '-'")
         return value
 
     earlier = state.get("earlier_attempts", [])
@@ -261,7 +262,7 @@ def resumed_stamp(state: dict, server_round: int) -> StateStamp:
             raise ValueError(f"an earlier attempt's last round is not a round up to {server_round}")
         pairs.append((word(attempt), upto))
     pairs.append((word(state.get("attempt", "")), server_round))
-    return StateStamp(word(state["run_token"]), uuid.uuid4().hex, tuple(pairs))
+    return StateStamp(word(state["run_token"], empty=False), uuid.uuid4().hex, tuple(pairs))
 
 
 def run_server(cfg: FedRunConfig, grid: Grid, out: Path | None = None, sync_before_checkpoint: bool = False
