@@ -322,8 +322,7 @@ def machine(dry_run: bool) -> dict:
     import torch
 
     if not dry_run and not torch.cuda.is_available():
-        print("fedcl: error: benchmarks/gpu.sh needs a CUDA GPU (torch sees none); use --dry-run on a CPU", file=sys.stderr)
-        raise SystemExit(2)
+        fail("benchmarks/gpu.sh needs a CUDA GPU (torch sees none); use --dry-run on a CPU")
     name = torch.cuda.get_device_name(0) if not dry_run else f"{platform.processor() or platform.machine()} CPU (dry run)"
     return {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "dry_run": dry_run, "cpus": os.cpu_count(),
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -349,14 +348,14 @@ def main() -> None:
     if args.part:
         faulthandler.dump_traceback_later(max(1.0, args.budget), exit=False)  # where a part that overruns spends its time
         return run_part(args.part, settings, args.budget, Path(args.part_json))
-    path = output_path(args.path or args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    names = args.parts.split(",")
+    unknown = [n for n in names if n not in BUDGETS]
+    if unknown:  # before any part runs: a typo must not cost a GPU's minutes
+        fail(f"--parts: unknown part {unknown[0]!r}; choose from {', '.join(BUDGETS)}")
     report: dict = {**machine(args.dry_run), "settings": settings, "parts": {}}
+    path = writable_output(output_path(args.path or args.json), report)
     started = time.perf_counter()
-    for name in args.parts.split(","):
-        if name not in BUDGETS:
-            print(f"fedcl: error: --parts: unknown part {name!r}; choose from {', '.join(BUDGETS)}", file=sys.stderr)
-            raise SystemExit(2)
+    for name in names:
         budget = BUDGETS[name] * (DRY_BUDGET_SCALE if args.dry_run else 1.0)
         report["parts"][name] = inline_part(name, settings, budget) if settings["in_process"] else spawn_part(name, args.dry_run, budget)
         report["summary"] = summarise(report["parts"])
@@ -364,6 +363,23 @@ def main() -> None:
         path.write_text(json.dumps(finite_only(report), indent=1, allow_nan=False))
         print(f"{name}: {report['parts'][name]['status']} in {report['parts'][name]['seconds']} s", flush=True)
     print(f"wrote {path}")
+
+
+def fail(message: str) -> None:
+    print(f"fedcl: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def writable_output(path: Path, report: dict) -> Path:
+    """``path`` once the report's header is written there (checked before any part runs)."""
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(finite_only(report), indent=1, allow_nan=False))
+    except OSError as exc:
+        fail(f"cannot write the report to {path}: {exc.strerror or exc}")
+    return path
 
 
 def finite_only(value):

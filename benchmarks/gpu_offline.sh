@@ -37,6 +37,9 @@ pack() {
 }
 
 run() {
+  python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' ||
+    { echo "fedcl: error: the packed wheels are for CPython 3.12; this python3 is $(python3 -V 2>&1)" >&2; exit 2; }
+  [ -d "$wheels" ] || { echo "fedcl: error: no $wheels folder: run 'bash benchmarks/gpu_offline.sh pack' where PyPI is reachable" >&2; exit 2; }
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheels"/*.whl
   tar -xJf "$wheels/ray-slim.tar.xz" -C "$site"
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"

@@ -50,3 +50,19 @@ def test_dry_run_writes_every_figure(tmp_path):
     assert set(report["summary"]) == {f"memory_{v}_over_finetune" for v in ("input_tuning", "input_tuning_checkpointing", "input_tuning_checkpointing_stem_head")}
     values = list(numbers(report))
     assert values and all(v is not None and math.isfinite(v) for v in values)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--parts", "shapes,bogus"], "unknown part 'bogus'"),  # refused before the first part runs
+    (["--parts", "shapes", "{tmp}"], "is a folder"),
+    (["--parts", "shapes", "{tmp}/report.json/x.json"], "cannot write the report"),
+])
+def test_bad_arguments_are_refused_before_any_part_runs(tmp_path, args, message):
+    report = tmp_path / "report.json"
+    report.write_text("kept")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--dry-run", *args], check=False, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()] and message in proc.stderr, proc.stderr
+    assert proc.stdout == ""  # no part ran
+    assert report.read_text() == "kept"
