@@ -120,11 +120,18 @@ class Learner:
         n = len(experience)
         order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
         data = experience.data
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
+        for idx in self._chunks(order, batch_size):
             images = self.plan.layout(to_model_input(data.images[idx], self.image_size, self.device))
             labels = data.labels[idx].to(self.device)
             yield images, labels, experience.task_ids_of(idx).to(self.device)
+
+    def _chunks(self, order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+        """``order`` in batches of ``batch_size``; while the backbone's BatchNorm layers train (train mode needs 2 or
+        more samples), a last batch of one sample joins the batch before it."""
+        chunks = list(order.split(batch_size))
+        if len(chunks) > 1 and len(chunks[-1]) == 1 and self.model.training and self.method.trains_backbone:
+            chunks[-2:] = [torch.cat(chunks[-2:])]
+        return chunks
 
     def batches(self, experience: Experience, batch_size: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]]:
         """(inputs, labels, task ids, inputs_are_features)."""
@@ -203,6 +210,8 @@ class Learner:
         for _ in range(epochs if epochs is not None else s.epochs):
             for inputs, labels, ids, are_features in self.batches(experience, s.batch_size, shuffle=True):
                 inputs, labels, ids = self._with_replay(inputs, labels, ids, are_features)
+                if len(labels) < 2 and self.method.trains_backbone:
+                    continue  # a client with one sample: BatchNorm in train mode cannot take it (nothing to learn from)
                 with self.plan.autocast():
                     features = inputs if are_features else self.model.encode(inputs, ids)
                     logits = self.model.head(features, ids).float().masked_fill(~mask, float("-inf"))

@@ -1,6 +1,7 @@
 """The one training loop with each core method plugin, on a tiny real stream."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -257,3 +258,23 @@ def test_a_trained_backbone_is_never_padded(lite0):
     """Zero rows would enter the batch statistics of a backbone in train mode."""
     _, sizes = _trained_with_batch_sizes(lite0, "train.pad_batches=always", "method.name=finetune")
     assert 8 in sizes
+
+
+@pytest.mark.parametrize("method", ["finetune", "partial_finetune"])
+def test_fine_tuning_never_gives_batchnorm_a_batch_of_one(lite0, method):
+    """32 samples in batches of 31: the last one joins the batch before (at 32 px the last feature map is 1x1, and
+    BatchNorm in train mode raised on one sample); a client holding a single sample trains nothing."""
+    _, benchmark, model, learner = setup(lite0, f"method.name={method}", "train.batch_size=31")
+    stats = learner.train_experience(benchmark.train_stream[0])
+    assert stats["num_examples"] == 32 and math.isfinite(stats["loss"])
+    one = copy.copy(benchmark.train_stream[0])
+    one.data = one.data.subset(torch.arange(1))
+    assert learner.train_experience(one)["num_examples"] == 0
+
+
+def test_fine_tuning_with_batches_of_one_is_refused():
+    from fedcl.config import build_config
+    from fedcl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="batches of 2 or more"):
+        build_config("smoke", None, ["method.name=finetune", "train.batch_size=1"])

@@ -150,4 +150,7 @@ class RunConfig(Section):
             raise ConfigError(f"method.name={self.method.name} trains the backbone by gradient through the head, and the "
                               f"{self.model.head.name.upper()} head (model.head.name) has no gradient: it is solved from summed "
                               "statistics (its logits are -inf until a class has some); use model.head.name=linear or cosine")
+        if self.method.name in FINE_TUNING_METHODS and self.train.batch_size < 2:
+            raise ConfigError(f"method.name={self.method.name} trains the backbone's BatchNorm layers, which need batches of "
+                              "2 or more samples: set train.batch_size to 2 or more")
         return self
