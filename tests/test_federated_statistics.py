@@ -241,8 +241,10 @@ def test_a_torn_unflushed_client_state_falls_back_to_the_one_before(tmp_path):
     save_client_state(tmp_path, 0, 2, state, 2, StateStamp("token"), sync=False)
     save_client_state(tmp_path, 0, 3, {"replay": {"x": torch.zeros(3)}}, 3, StateStamp("token"), sync=False)
     (tmp_path / "0" / "round-3.safetensors").write_bytes(b"")  # what a machine crash can leave of an unflushed file
-    plugins, rounds = load_client_state(tmp_path, 0, 4, StateStamp("token"), skip_unreadable=True)
+    plugins, rounds = load_client_state(tmp_path, 0, 4, StateStamp("token"), skip_unreadable_after=2)
     assert rounds == 2 and torch.equal(plugins["replay"]["x"], torch.ones(3))
+    with pytest.raises(FedclError, match="round-3.safetensors is corrupt"):  # synced before checkpoint 3: on disk
+        load_client_state(tmp_path, 0, 4, StateStamp("token"), skip_unreadable_after=3)
     with pytest.raises(FedclError, match="round-3.safetensors is corrupt"):  # a flushed file: corruption, said
         load_client_state(tmp_path, 0, 4, StateStamp("token"))
 

@@ -71,11 +71,12 @@ def state_dir(context: Context, default: str | Path | None) -> Path | None:
 
 
 def restore_client_state(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int, stamp: StateStamp,
-                         synced: bool = True) -> None:
+                         synced: bool = True, durable_through: int | None = None) -> None:
     """Plugins' state from earlier rounds (replay buffer, Fisher information, old model): from this run's
     ``context.state``, or, in a resumed run whose context starts empty, from the client's own disk."""
     if STATE_KEY not in context.state.config_records and folder is not None and stamp.run_token:
-        saved = load_client_state(folder, pid, server_round, stamp, skip_unreadable=not synced)
+        # unflushed files are on disk up to the server's last checkpoint (it synced before writing it)
+        saved = load_client_state(folder, pid, server_round, stamp, None if synced else durable_through or 0)
         if saved is not None:
             plugins, rounds_trained = saved
             for name, state in plugins.items():
@@ -183,7 +184,7 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     stamp = StateStamp.from_config(config)
     pending = attach_pending(learner)
     synced = syncs_each_state_file(cfg, context, default_state_dir)
-    restore_client_state(learner, context, folder, pid, server_round, stamp, synced)
+    restore_client_state(learner, context, folder, pid, server_round, stamp, synced, keep_since(config))
     if pending is not None:
         pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
@@ -239,7 +240,7 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
         return reply(msg, base)
     folder, stamp = state_dir(context, default_state_dir), StateStamp.from_config(config)
     synced = syncs_each_state_file(cfg, context, default_state_dir)
-    restore_client_state(learner, context, folder, pid, server_round, stamp, synced)
+    restore_client_state(learner, context, folder, pid, server_round, stamp, synced, keep_since(config))
     pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
     before = {k: zeros_like_view(v) for k, v in model.exchanged_state().items() if k in keys}  # (no sums came down)

@@ -85,19 +85,19 @@ def _accepted(stamp: StateStamp, path: Path, server_round: int) -> bool:
         return False  # torn (never loaded) or gone
 
 
-def load_client_state(root: str | Path, partition_id: int, before_round: int, stamp: StateStamp, skip_unreadable: bool = False
-                      ) -> tuple[dict[str, dict[str, torch.Tensor]], int] | None:
+def load_client_state(root: str | Path, partition_id: int, before_round: int, stamp: StateStamp,
+                      skip_unreadable_after: int | None = None) -> tuple[dict[str, dict[str, torch.Tensor]], int] | None:
     """This run's newest state saved before ``before_round`` that ``stamp`` accepts: (plugin name -> state, rounds
     trained), or None.
-    ``skip_unreadable`` (files written unflushed, :func:`save_client_state`): a file a machine crash left torn is
-    passed over for the one before it. Such a file was written after the server's last sync, so the checkpoint
-    being resumed never counted on it (a reply that arrived after its round closed); a file that was flushed
-    and is unreadable is an error."""
+    ``skip_unreadable_after`` (files written unflushed, :func:`save_client_state`, and the round of the server's
+    last checkpoint, before which it synced the disk): an unreadable file saved after that round, which a machine
+    crash can leave torn, is passed over for the one before it (the checkpoint being resumed never counted on it);
+    an unreadable file saved up to that round was on disk, and is an error, as every unreadable file is when None."""
     for server_round, path in reversed([(r, p) for r, p in _rounds(Path(root) / str(partition_id)) if r < before_round]):
         try:
             tensors, meta = read_state_and_metadata(path)
         except READ_ERRORS as exc:
-            if skip_unreadable:
+            if skip_unreadable_after is not None and server_round > skip_unreadable_after:
                 continue
             raise FedclError(f"client {partition_id}: its saved state {path} is corrupt ({exc})") from None
         if not stamp.accepts(meta, server_round):
