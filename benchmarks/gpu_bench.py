@@ -352,8 +352,9 @@ def main() -> None:
     unknown = [n for n in names if n not in BUDGETS]
     if unknown:  # before any part runs: a typo must not cost a GPU's minutes
         fail(f"--parts: unknown part {unknown[0]!r}; choose from {', '.join(BUDGETS)}")
+    path = check_output(output_path(args.path or args.json))  # before torch is imported: a bad path fails at once
     report: dict = {**machine(args.dry_run), "settings": settings, "parts": {}}
-    path = writable_output(output_path(args.path or args.json), report)
+    path = writable_output(path, report)
     started = time.perf_counter()
     for name in names:
         budget = BUDGETS[name] * (DRY_BUDGET_SCALE if args.dry_run else 1.0)
@@ -368,6 +369,19 @@ def main() -> None:
 def fail(message: str) -> None:
     print(f"fedcl: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def check_output(path: Path) -> Path:
+    """``path`` if a report can be written there: not a folder, and its nearest existing parent a writable folder
+    (nothing is created yet: a refused run leaves nothing behind)."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if path.is_dir():
+        fail(f"cannot write the report to {path}: is a folder")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        fail(f"cannot write the report to {path}: {parent} is not a writable folder")
+    return path
 
 
 def writable_output(path: Path, report: dict) -> Path:

@@ -55,7 +55,7 @@ def test_dry_run_writes_every_figure(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--parts", "shapes,bogus"], "unknown part 'bogus'"),  # refused before the first part runs
     (["--parts", "shapes", "{tmp}"], "is a folder"),
-    (["--parts", "shapes", "{tmp}/report.json/x.json"], "cannot write the report"),
+    (["--parts", "shapes", "{tmp}/report.json/x.json"], "is not a writable folder"),
 ])
 def test_bad_arguments_are_refused_before_any_part_runs(tmp_path, args, message):
     report = tmp_path / "report.json"
