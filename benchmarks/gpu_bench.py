@@ -10,9 +10,9 @@ Parts, each run in its own process under its own time budget (seconds, GPU mode)
                          tuning + activation checkpointing (timm's, per block), the same with the stem and head
                          recomputed too (benchmarks/memory.py's experiment), full fine-tuning; one process each
   fused (35)             fused clients (fedcl/fused.py) vs one client at a time, 1/8/64 clients
+  federated (80)         a small 224 px federated class-incremental run of the default federated job (ridge head)
   clients_per_gpu (150)  Ray simulation with client_num_gpus = 1/k for k = 1, 2, 4, ... 64; stops when
                          images/s stops rising (or the budget ends)
-  federated (80)         a small 224 px federated class-incremental run of the default federated job (ridge head)
 A part writes its results after every step, so a part that fails or runs out of time keeps what it measured
 (``status``: ok / timeout / error). ``--dry-run`` runs the same code on the CPU at 32 px with tiny sizes, every part
 in one process (CPU memory: the bytes autograd saves for one batch).
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 BUDGETS = {"shapes": 45, "throughput": 70, "memory:input_tuning": 25, "memory:input_tuning_checkpointing": 25, "memory:input_tuning_checkpointing_stem_head": 25,
            "memory:finetune": 25,
-           "fused": 35, "clients_per_gpu": 150, "federated": 80}
+           "fused": 35, "federated": 80, "clients_per_gpu": 150}  # the Ray part, the most variable, last
 GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 64, "fused_clients": [1, 8, 64], "fused_images": 32,
        "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
        "measure_s": 10.0, "min_steps": 2, "fused_repeats": 2, "cpg_rounds": 2, "in_process": False}
