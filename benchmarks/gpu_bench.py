@@ -385,10 +385,8 @@ def check_output(path: Path) -> Path:
 
 
 def writable_output(path: Path, report: dict) -> Path:
-    """``path`` once the report's header is written there (checked before any part runs)."""
+    """``path`` once the report's header is written there (before any part runs; :func:`check_output` came first)."""
     try:
-        if path.is_dir():
-            raise IsADirectoryError(21, "is a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(finite_only(report), indent=1, allow_nan=False))
     except OSError as exc:

@@ -143,8 +143,7 @@ class Learner:
         labels_all = experience.data.labels.to(self.device)
         n = len(experience)
         order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
+        for idx in self._chunks(order, batch_size):
             yield features[idx.to(self.device)], labels_all[idx.to(self.device)], experience.task_ids_of(idx).to(self.device), True
 
     def _with_replay(self, inputs, labels, ids, are_features):

@@ -8,6 +8,7 @@ Each call is ephemeral; the frozen backbone and the data live in the worker
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -70,13 +71,30 @@ def state_dir(context: Context, default: str | Path | None) -> Path | None:
     return Path(str(folder)) if folder else None
 
 
-def restore_client_state(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int, stamp: StateStamp,
-                         synced: bool = True, durable_through: int | None = None) -> None:
+@dataclass(frozen=True)
+class ClientDisk:
+    """How a client keeps its state between rounds, as one message tells it: the folder (None: nowhere), which
+    saved states belong to this run (:class:`StateStamp`), whether each file is flushed as it is written, and the
+    server's last checkpointed round (the state a resume from it loads is kept; unflushed files up to it are on disk)."""
+
+    folder: Path | None
+    stamp: StateStamp
+    synced: bool
+    checkpoint_round: int | None
+
+    @classmethod
+    def of(cls, cfg: FedRunConfig, context: Context, config, default: str | Path | None) -> ClientDisk:
+        return cls(state_dir(context, default), StateStamp.from_config(config), syncs_each_state_file(cfg, context, default),
+                   keep_since(config))
+
+
+def restore_client_state(learner: Learner, context: Context, disk: ClientDisk, pid: int, server_round: int) -> None:
     """Plugins' state from earlier rounds (replay buffer, Fisher information, old model): from this run's
     ``context.state``, or, in a resumed run whose context starts empty, from the client's own disk."""
-    if STATE_KEY not in context.state.config_records and folder is not None and stamp.run_token:
+    if STATE_KEY not in context.state.config_records and disk.folder is not None and disk.stamp.run_token:
         # unflushed files are on disk up to the server's last checkpoint (it synced before writing it)
-        saved = load_client_state(folder, pid, server_round, stamp, None if synced else durable_through or 0)
+        skip_after = None if disk.synced else disk.checkpoint_round or 0
+        saved = load_client_state(disk.folder, pid, server_round, disk.stamp, skip_after)
         if saved is not None:
             plugins, rounds_trained = saved
             for name, state in plugins.items():
@@ -95,16 +113,15 @@ def syncs_each_state_file(cfg: FedRunConfig, context: Context, default: str | Pa
     return bool(context.node_config.get("state-dir")) or default is None or bool(cfg.federation.ray_address)
 
 
-def save_client_state_after(learner: Learner, context: Context, folder: Path | None, pid: int, server_round: int,
-                            rounds_trained: int, stamp: StateStamp, keep_since: int | None = None, sync: bool = True) -> None:
+def save_client_state_after(learner: Learner, context: Context, disk: ClientDisk, pid: int, server_round: int, rounds_trained: int) -> None:
     states = {}
     for plugin in learner.plugins:
         state = plugin.state_dict()
         if state:
             states[plugin.name] = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             context.state[PLUGIN_STATE_PREFIX + plugin.name] = ArrayRecord(states[plugin.name])
-    if folder is not None and stamp.run_token and states:  # methods without client state write nothing
-        save_client_state(folder, pid, server_round, states, rounds_trained, stamp, keep_since, sync)
+    if disk.folder is not None and disk.stamp.run_token and states:  # methods without client state write nothing
+        save_client_state(disk.folder, pid, server_round, states, rounds_trained, disk.stamp, disk.checkpoint_round, disk.synced)
 
 
 def sum_keys(model) -> list[str]:
@@ -179,12 +196,10 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
         return reply(msg, {**base, "unavailable": int(len(experience) > 0)})
 
     _, model, learner, seen, received = _global_model_learner(cfg, msg, pid, server_round, root)
-    folder = state_dir(context, default_state_dir)
     config = msg.content["config"]
-    stamp = StateStamp.from_config(config)
+    disk = ClientDisk.of(cfg, context, config, default_state_dir)
     pending = attach_pending(learner)
-    synced = syncs_each_state_file(cfg, context, default_state_dir)
-    restore_client_state(learner, context, folder, pid, server_round, stamp, synced, keep_since(config))
+    restore_client_state(learner, context, disk, pid, server_round)
     if pending is not None:
         pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
@@ -198,8 +213,7 @@ def handle_train(cfg: FedRunConfig, msg: Message, context: Context, default_stat
     record["rounds-trained"] = int(record["rounds-trained"]) + 1
     record["tasks-seen"] = [int(t) for t in seen]
     context.state[STATE_KEY] = record
-    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), stamp,
-                            keep_since(config), synced)
+    save_client_state_after(learner, context, disk, pid, server_round, int(record["rounds-trained"]))
 
     metrics = {
         **base,
@@ -238,9 +252,8 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     base = {"partition-id": pid, "collect": 1, "num-examples": 0}
     if pending is None:
         return reply(msg, base)
-    folder, stamp = state_dir(context, default_state_dir), StateStamp.from_config(config)
-    synced = syncs_each_state_file(cfg, context, default_state_dir)
-    restore_client_state(learner, context, folder, pid, server_round, stamp, synced, keep_since(config))
+    disk = ClientDisk.of(cfg, context, config, default_state_dir)
+    restore_client_state(learner, context, disk, pid, server_round)
     pending.confirm(int(config.get("stats-accepted-round", 0)))
     record_gram_rows(model, config)
     before = {k: zeros_like_view(v) for k, v in model.exchanged_state().items() if k in keys}  # (no sums came down)
@@ -248,8 +261,7 @@ def handle_collect(cfg: FedRunConfig, msg: Message, context: Context, default_st
     pending.add(*gathered_changes(model, before, keys)[1:])
     changes, factors = pending.send(server_round, accepts_factors(config))
     record = context.state.config_records.get(STATE_KEY, ConfigRecord({"rounds-trained": 0, "tasks-seen": []}))
-    save_client_state_after(learner, context, folder, pid, server_round, int(record["rounds-trained"]), stamp,
-                            keep_since(config), synced)
+    save_client_state_after(learner, context, disk, pid, server_round, int(record["rounds-trained"]))
     return reply(msg, {**base, "num-examples": added}, attach_factors(encode(changes), factors) if changes or factors else None)
 
 
