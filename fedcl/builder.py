@@ -3,7 +3,8 @@ data, model, method and learner, for the single-device runner, the ClientApp and
 
 ClientApps are ephemeral (one call per message), but simulation workers live for the whole
 run: the frozen backbone, the decoded dataset and the client partitions are cached per
-process, keyed by the settings they depend on.
+process, keyed by the settings they depend on. The partitions are also kept on disk (under
+$FEDCL_DATA), so that only the first process of a run imports flwr-datasets to compute them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import json
 
 import torch
 
-from fedcl.optional import require_partitioners
 from fedcl.backbones import FrozenBackbone, create_backbone
 from fedcl.config import FedRunConfig, RunConfig, config_from_dict
 from fedcl.data import Benchmark, build_benchmark, load_dataset
+from fedcl.data.datasets import default_cache_dir
 from fedcl.data.scenarios import Experience
 from fedcl.federation.schedule import TaskSchedule
 from fedcl.errors import ConfigError
@@ -146,12 +147,12 @@ def benchmark_for(cfg: FedRunConfig) -> Benchmark:
 
 @functools.lru_cache(maxsize=2)
 def _streams(key: str) -> list[list[Experience]]:
-    require_partitioners()
     from fedcl.federation.partitions import client_streams
 
     cfg = _cfg_from(json.loads(key))
     f = cfg.federation
-    return client_streams(benchmark_for(cfg), f.partition, f.num_clients, f.dirichlet_alpha, f.shards_per_client, cfg.seed)
+    return client_streams(benchmark_for(cfg), f.partition, f.num_clients, f.dirichlet_alpha, f.shards_per_client, cfg.seed,
+                          cache=default_cache_dir())
 
 
 def client_stream(cfg: FedRunConfig, partition_id: int) -> list[Experience]:

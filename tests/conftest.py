@@ -7,6 +7,8 @@ each test file has one tier in :data:`TIERS`; a test may override it with its ow
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,6 +23,23 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One fedcl cache folder ($FEDCL_DATA: client partitions, downloads) for the whole run, never the user's own:
+    made by the first pytest process, inherited by xdist workers and every process a test starts, removed at the end."""
+    if "FEDCL_DATA" not in os.environ:
+        os.environ["FEDCL_DATA"] = tempfile.mkdtemp(prefix="fedcl-test-cache-")
+        config.stash[_OWN_CACHE] = os.environ["FEDCL_DATA"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_CACHE, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_CACHE = pytest.StashKey[str]()
 
 torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])) if os.environ["OMP_NUM_THREADS"].isdigit() else 1)
 

@@ -36,10 +36,10 @@ TINY = ["data.image_size=32", "data.num_tasks=2", "data.classes_per_task=2", "da
         "data.max_test_per_class=4", "train.epochs=1"]
 
 
-def run_blocked(blocked: list[str], body: str) -> subprocess.CompletedProcess:
+def run_blocked(blocked: list[str], body: str, **env: str) -> subprocess.CompletedProcess:
     code = BLOCKER.format(blocked=blocked) + textwrap.dedent(body)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
 
 
 def test_an_edge_client_runs_without_any_extra(tmp_path):
@@ -75,6 +75,31 @@ def test_a_node_answers_the_servers_query_without_importing_model_code():
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "{'partition-id': 4, 'own-data': 1}"
+
+
+def test_a_worker_reads_the_partitions_another_process_cached_without_flwr_datasets(tmp_path):
+    """Simulation workers and ClientApp messages after the first read the client partitions from the cache folder:
+    none of the ~3 s of imports flwr-datasets pulls (HF datasets, pandas, scipy, seaborn)."""
+    from fedcl.builder import benchmark_for
+    from fedcl.config import build_config
+    from fedcl.federation.partitions import client_streams
+    from fedcl.federation.settings import FedRunConfig
+
+    cfg = build_config("fedsmoke", None, TINY, schema=FedRunConfig)
+    f = cfg.federation
+    streams = client_streams(benchmark_for(cfg), f.partition, f.num_clients, f.dirichlet_alpha, f.shards_per_client, cfg.seed,
+                             cache=tmp_path)
+    proc = run_blocked(["flwr_datasets", "datasets", "pandas", "scipy", "seaborn", "matplotlib"], f"""
+        from fedcl.config import build_config
+        from fedcl.builder import client_stream
+        from fedcl.federation.settings import FedRunConfig
+        cfg = build_config("fedsmoke", None, {TINY!r}, schema=FedRunConfig)
+        for c in range(cfg.federation.num_clients):
+            print([e.data.labels.tolist() for e in client_stream(cfg, c)])
+    """, FEDCL_DATA=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = [str([e.data.labels.tolist() for e in stream]) for stream in streams]
+    assert proc.stdout.strip().splitlines()[-len(streams):] == expected and len(streams) == cfg.federation.num_clients
 
 
 MISSING = [  # (blocked modules, command line, the extra to name)

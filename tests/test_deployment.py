@@ -71,3 +71,32 @@ def test_certs_command_writes_a_ca_server_certificate_and_node_keys(tmp_path):
     assert oct((tmp_path / "c" / "ca.key").stat().st_mode)[-3:] == "600"
     again = subprocess.run([sys.executable, "-m", "fedcl.cli", "certs", "--out", str(tmp_path / "c"), "--hosts", "x"], capture_output=True, text=True)
     assert again.returncode == 2 and "exists; pass --overwrite" in again.stderr
+
+
+def _fab(app: Path, where: Path) -> bytes:
+    where.mkdir()
+    proc = subprocess.run([str(Path(sys.executable).parent / "flwr"), "build", "--app", str(app)], cwd=where, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (fab,) = where.glob("*.fab")
+    return fab.read_bytes()
+
+
+def test_a_staged_app_folder_gives_flower_the_same_fab(tmp_path):
+    """`flwr run` from the slim copy LocalFederation makes: the FAB is byte for byte the one of the folder itself,
+    without the virtual environment, caches, links and data files the copy leaves out."""
+    from fedcl.deploy.app_folder import stage_app
+
+    app = tmp_path / "app"
+    for rel in ["pyproject.toml", "README.md", ".gitignore", "LICENSE", "pkg/__init__.py", "pkg/task.py", "pkg/conf/a.yaml", "pkg/b.json",
+                "ignored/x.py", ".venv/lib/site.py", ".venv/pyvenv.cfg", ".git/config.json", "pkg/__pycache__/task.cpython-311.pyc",
+                "pkg/data.npz", "pkg/weights.bin"]:
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        (app / rel).write_text("ignored/\n" if rel == ".gitignore" else f"# {rel}\n")
+    (app / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    (app / "pkg" / "link.py").symlink_to(app / "pkg" / "task.py")
+    staged = stage_app(app, app / "staged")  # a destination inside the app folder is not copied into itself
+    kept = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
+    assert kept == [".git/config.json", ".gitignore", "LICENSE", "README.md", "ignored/x.py", "pkg/__init__.py", "pkg/b.json", "pkg/conf/a.yaml",
+                    "pkg/task.py", "pyproject.toml"]
+    (app / "staged").rename(tmp_path / "staged")
+    assert _fab(tmp_path / "staged", tmp_path / "b1") == _fab(app, tmp_path / "b2")

@@ -1,6 +1,7 @@
 """Federation building blocks, checked against values computed by hand."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from flwr.app import Array, ArrayRecord
 from fedcl.errors import FedclError
 from fedcl.federation.aggregation import ClientUpdate, aggregate
 from fedcl.federation.codec import BadUpdateError, decode, encode
-from fedcl.federation.partitions import partition_indices
+from fedcl.federation import partition_cache
+from fedcl.federation.partitions import cached_partition_indices, partition_indices
 from fedcl.federation.profiles import PROFILES, client_profile, is_unavailable, simulated_client_time
 from fedcl.federation.schedule import TaskSchedule
 from fedcl.federation.server_app import first_reply_wait_s, wait_for_nodes
@@ -112,6 +114,82 @@ def test_partitions_cover_every_sample_once(kind):
         assert min(class_spread) < 10  # non-IID
 
 
+def _cached(labels, cache, **settings):
+    args = {"kind": "dirichlet", "num_clients": 6, "alpha": 0.3, "shards_per_client": 2, "seed": 4, **settings}
+    return cached_partition_indices(labels, args["kind"], args["num_clients"], args["alpha"], args["shards_per_client"],
+                                    args["seed"], cache)
+
+
+def test_a_cached_partition_is_read_back_without_computing(tmp_path, monkeypatch):
+    from fedcl.federation import partitions
+
+    labels = np.random.default_rng(2).integers(0, 5, 300)
+    first = _cached(labels, tmp_path)
+    assert len(os.listdir(tmp_path / "partitions")) == 1
+    monkeypatch.setattr(partitions, "partition_indices", lambda *a: pytest.fail("computed again"))
+    again = _cached(labels, tmp_path)
+    assert len(again) == 6 and all(np.array_equal(x, y) for x, y in zip(first, again))
+    expected = partition_indices(labels, "dirichlet", 6, 0.3, 2, 4)
+    assert all(np.array_equal(x, y) for x, y in zip(first, expected))
+
+
+def test_each_setting_and_the_labels_name_their_own_cache_file(tmp_path):
+    labels = np.random.default_rng(2).integers(0, 5, 300)
+    variants = [{}, {"kind": "iid"}, {"num_clients": 7}, {"alpha": 0.31}, {"kind": "shard", "shards_per_client": 3},
+                {"kind": "shard"}, {"seed": 5}]
+    for v in variants:
+        _cached(labels, tmp_path, **v)
+    swapped = labels.copy()
+    swapped[[0, 1]] = labels[[1, 0]] if labels[0] != labels[1] else (labels[0], (labels[1] + 1) % 5)
+    _cached(swapped, tmp_path)
+    assert len(os.listdir(tmp_path / "partitions")) == len(variants) + 1
+
+
+def _damage(path, how: str) -> None:
+    rows, sizes = np.arange(12, dtype=np.int64), np.full(6, 2, dtype=np.int64)
+    if how == "garbage":
+        path.write_bytes(b"PK\x03\x04 not a zip")
+    elif how == "folder":
+        path.unlink()
+        path.mkdir()
+    elif how == "pickled objects":
+        np.savez(path.open("wb"), rows=np.array([object()] * 12, dtype=object), sizes=sizes)
+    elif how == "overlapping rows":
+        np.savez(path.open("wb"), rows=np.zeros(12, dtype=np.int64), sizes=sizes)
+    elif how == "out of range":
+        np.savez(path.open("wb"), rows=rows + 1000, sizes=sizes)
+    elif how == "wrong client count":
+        np.savez(path.open("wb"), rows=rows, sizes=np.full(4, 3, dtype=np.int64))
+    elif how == "sizes do not add up":
+        np.savez(path.open("wb"), rows=rows, sizes=np.full(6, 3, dtype=np.int64))
+    elif how == "unsorted partition":
+        np.savez(path.open("wb"), rows=rows[::-1].copy(), sizes=sizes)
+    elif how == "float rows":
+        np.savez(path.open("wb"), rows=rows.astype(np.float64), sizes=sizes)
+    elif how == "oversized":
+        path.write_bytes(b"\0" * 1_000_000)
+
+
+@pytest.mark.parametrize("how", ["garbage", "folder", "pickled objects", "overlapping rows", "out of range", "wrong client count",
+                                 "sizes do not add up", "unsorted partition", "float rows", "oversized"])
+def test_a_damaged_cache_file_is_computed_again(tmp_path, how):
+    labels = np.random.default_rng(2).integers(0, 5, 300)
+    first = _cached(labels, tmp_path)
+    (path,) = (tmp_path / "partitions").iterdir()
+    _damage(path, how)
+    again = _cached(labels, tmp_path)
+    assert all(np.array_equal(x, y) for x, y in zip(first, again)) and len(again) == 6
+    if how != "folder":  # a folder in the way is left alone (the cache is skipped)
+        assert all(np.array_equal(x, y) for x, y in zip(first, partition_cache.load(path, 6, 300))), "not replaced"
+
+
+def test_an_unwritable_cache_is_skipped(tmp_path):
+    (tmp_path / "partitions").write_text("a file where the cache folder goes")
+    labels = np.random.default_rng(2).integers(0, 5, 300)
+    parts = _cached(labels, tmp_path)
+    assert sum(len(p) for p in parts) == 300 and (tmp_path / "partitions").read_text().startswith("a file")
+
+
 def test_device_profiles_and_simulated_time():
     names = ["jetson_nano", "phone"]
     assert client_profile(names, 3, 0) == client_profile(names, 3, 0)
@@ -154,6 +232,7 @@ def test_partitions_are_read_from_the_assignment_once_loaded(monkeypatch, kind):
     client, and every client gets the rows ``load_partition`` would give."""
     import warnings
 
+    from datasets import Dataset
     from flwr_datasets.partitioner import DirichletPartitioner, ShardPartitioner
 
     from fedcl.federation import partitions
@@ -172,7 +251,7 @@ def test_partitions_are_read_from_the_assignment_once_loaded(monkeypatch, kind):
     assert loads[0] == 1
     partitioner = partitions._partitioner(kind, 40, 0.3, 2, 4)
     rows = np.random.default_rng(4).permutation(len(labels))
-    partitioner.dataset = partitions.Dataset.from_dict({"label": labels[rows].astype(np.int64), "row": rows})
+    partitioner.dataset = Dataset.from_dict({"label": labels[rows].astype(np.int64), "row": rows})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         expected = [np.sort(np.asarray(load(partitioner, c)["row"], dtype=np.int64)) for c in range(40)]

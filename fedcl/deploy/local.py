@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedcl.deploy.app_folder import stage_app
 from fedcl.deploy.certificates import Certificates, generate
 from fedcl.errors import FedclError
 
@@ -143,6 +144,8 @@ class LocalFederation:
             time.sleep(1)
 
     def run(self, app_dir: str | Path, run_config: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        """``flwr run <app_dir> <connection> --run-config ... --stream``."""
-        return subprocess.run([str(BIN / "flwr"), "run", str(app_dir), CONNECTION, "--run-config", run_config, "--stream"],
+        """``flwr run <app_dir> <connection> --run-config ... --stream``, from a slim copy of ``app_dir`` (the same FAB
+        without Flower walking a virtual environment beside the app: :mod:`fedcl.deploy.app_folder`)."""
+        staged = stage_app(app_dir, self.workdir / "app")
+        return subprocess.run([str(BIN / "flwr"), "run", str(staged), CONNECTION, "--run-config", run_config, "--stream"],
                               env=self.env, capture_output=True, text=True, timeout=timeout)

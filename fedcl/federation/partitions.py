@@ -2,24 +2,30 @@
 
 The union of all training experiences is partitioned once (IID, Dirichlet over labels,
 or label shards); each client's stream keeps, for every experience, the samples of its
-partition, so label skew carries over into every task.
+partition, so label skew carries over into every task. flwr-datasets is imported only
+when a partition is computed; with a cache folder, the first process computes and the
+others read the result (:mod:`fedcl.federation.partition_cache`).
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
 
 from fedcl.data.arrays import ImageArrays
 from fedcl.data.scenarios import Benchmark, Experience
 from fedcl.errors import ConfigError
+from fedcl.federation import partition_cache
+from fedcl.optional import require_partitioners
 
 
 def _partitioner(kind: str, num_clients: int, alpha: float, shards_per_client: int, seed: int):
+    require_partitioners()
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
+
     if kind == "iid":
         return IidPartitioner(num_partitions=num_clients)
     if kind == "dirichlet":
@@ -34,6 +40,8 @@ def partition_indices(labels: np.ndarray, kind: str, num_clients: int, alpha: fl
     if num_clients > len(labels):
         raise ConfigError(f"federation.num_clients={num_clients} exceeds the {len(labels)} training samples")
     partitioner = _partitioner(kind, num_clients, alpha, shards_per_client, seed)
+    from datasets import Dataset
+
     rows = np.random.default_rng(seed).permutation(len(labels))  # partitioners split contiguous rows
     partitioner.dataset = Dataset.from_dict({"label": labels[rows].astype(np.int64), "row": rows})
     try:
@@ -57,13 +65,28 @@ def _partition_rows(partitioner, rows: np.ndarray, partition_id: int) -> np.ndar
     return np.sort(np.asarray(partitioner.load_partition(partition_id)["row"], dtype=np.int64))
 
 
-def client_streams(benchmark: Benchmark, kind: str, num_clients: int, alpha: float, shards_per_client: int, seed: int) -> list[list[Experience]]:
+def cached_partition_indices(labels: np.ndarray, kind: str, num_clients: int, alpha: float, shards_per_client: int, seed: int,
+                             cache: Path | None) -> list[np.ndarray]:
+    """:func:`partition_indices`, read from the cache folder when an earlier process wrote it there."""
+    if cache is None:
+        return partition_indices(labels, kind, num_clients, alpha, shards_per_client, seed)
+    settings = {"kind": kind, "num_clients": num_clients, "alpha": alpha, "shards_per_client": shards_per_client, "seed": seed}
+    path = partition_cache.cache_file(cache, labels, settings)
+    parts = partition_cache.load(path, num_clients, len(labels))
+    if parts is None:
+        parts = partition_indices(labels, kind, num_clients, alpha, shards_per_client, seed)
+        partition_cache.save(path, parts)
+    return parts
+
+
+def client_streams(benchmark: Benchmark, kind: str, num_clients: int, alpha: float, shards_per_client: int, seed: int,
+                   cache: Path | None = None) -> list[list[Experience]]:
     """For each client, its own training stream (one experience per task, possibly empty)."""
     labels = torch.cat([e.data.labels for e in benchmark.train_stream]).numpy()
     owner_exp = np.concatenate([np.full(len(e), k) for k, e in enumerate(benchmark.train_stream)])
     local = np.concatenate([np.arange(len(e)) for e in benchmark.train_stream])
     streams = []
-    for rows in partition_indices(labels, kind, num_clients, alpha, shards_per_client, seed):
+    for rows in cached_partition_indices(labels, kind, num_clients, alpha, shards_per_client, seed, cache):
         stream = []
         for k, exp in enumerate(benchmark.train_stream):
             idx = torch.from_numpy(np.sort(local[rows[owner_exp[rows] == k]]))
