@@ -77,13 +77,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fedcl.console import ProgressBar, print_header, print_single_device_summary
     from fedcl.federation.settings import FedRunConfig
     from fedcl.outputs import prepare_out_dir
-    from fedcl.runner import run_single_device, write_results
     from fedcl.tracking import check_tracker
 
     check_tracker(args.log)
     # The federated schema, so one config file serves both single-device and federated runs.
     cfg = build_config(args.preset, args.config, args.overrides, schema=FedRunConfig)
     out = prepare_out_dir(args.out or _default_out(args))  # before any work: an unwritable --out fails now
+    from fedcl.runner import run_single_device, write_results  # the model code (seconds of imports), once the input is good
     with ProgressBar(cfg.data.num_tasks, "tasks", enabled=not args.quiet) as bar:
         if not args.quiet:
             print_header(cfg, bar.console)

@@ -133,3 +133,25 @@ def test_a_missing_extra_is_named_in_one_line_before_any_work(tmp_path):
         assert code == 2 and len(lines) == 1, err
         assert lines[0].startswith("fedcl: error: ") and f"pip install 'fedcl[{extra}]'" in lines[0], lines
     assert not any(p.name.startswith("out") and any(p.iterdir()) for p in tmp_path.iterdir()), "work began before the check"
+
+
+def test_a_config_mistake_is_refused_before_any_model_code_is_imported(tmp_path):
+    """`fedcl train`/`simulate` check the config before importing torch (seconds): a mistake is answered at once."""
+    cases = [["train", "--config", str(tmp_path / "missing.toml")], ["simulate", "--config", str(tmp_path / "missing.toml")],
+             ["train", "--set", "train.lr=inf"], ["simulate", "--set", "train.lrr=1"], ["train", "-p", "nosuchpreset"]]
+    proc = run_blocked(["torch", "torchvision", "timm", "ray", "flwr_datasets"], f"""
+        import contextlib, io, json
+        from fedcl.cli import main
+        seen = []
+        for args in {cases!r}:
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                seen.append([main([*args, "-q", "-o", {str(tmp_path / "out")!r}]), err.getvalue()])
+        print(json.dumps(seen))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (code, err), args in zip(seen, cases, strict=True):
+        assert code == 2 and err.startswith("fedcl: error: ") and err.count("\n") == 1, (args, err)
+        assert "torch" not in err and "blocked" not in err, err
+    assert not (tmp_path / "out").exists()
