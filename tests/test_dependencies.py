@@ -112,7 +112,8 @@ MISSING = [  # (blocked modules, command line, the extra to name)
 
 
 def test_a_missing_extra_is_named_in_one_line_before_any_work(tmp_path):
-    """Each command in one process (imports are paid once), with only its extra blocked; stderr is captured per command."""
+    """Each command in one process (imports are paid once), with only its extra blocked; stderr is captured per command.
+    An empty cache folder: client partitions that an earlier run left on disk need no flwr-datasets."""
     proc = run_blocked([], f"""
         import contextlib, io, json
         from fedcl.cli import main
@@ -124,7 +125,7 @@ def test_a_missing_extra_is_named_in_one_line_before_any_work(tmp_path):
                 code = main([*args, "-q", "-o", {str(tmp_path)!r} + f"/out{{k}}"])
             seen.append([code, err.getvalue(), extra])
         print(json.dumps(seen))
-    """)
+    """, FEDCL_DATA=str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(seen) == len(MISSING)
@@ -133,6 +134,7 @@ def test_a_missing_extra_is_named_in_one_line_before_any_work(tmp_path):
         assert code == 2 and len(lines) == 1, err
         assert lines[0].startswith("fedcl: error: ") and f"pip install 'fedcl[{extra}]'" in lines[0], lines
     assert not any(p.name.startswith("out") and any(p.iterdir()) for p in tmp_path.iterdir()), "work began before the check"
+    assert not (tmp_path / "cache" / "partitions").exists()
 
 
 def test_a_config_mistake_is_refused_before_any_model_code_is_imported(tmp_path):

@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from fedcl.optional import require_accountant, require_partitioners, require_ray
+from fedcl.optional import require_accountant, require_ray
 from fedcl.builder import benchmark_for, build_learner, build_model, client_stream, load_state, schedule_for, seen_tasks
 from fedcl.config.schema import STATISTICAL_HEADS
 from fedcl.errors import ConfigError, FedclError
@@ -92,11 +92,11 @@ def preflight(cfg: FedRunConfig, out: Path) -> None:
     and weights, and (when resuming) the checkpoint. Caches make the ServerApp's own build free."""
     refuse_single_device_methods(cfg)
     require_extras(cfg)
-    require_partitioners()
     if cfg.federation.backend == "ray":
         require_ray()
+    # partitions the shared data for every client (kept for the run's processes; needs flwr-datasets unless on disk)
+    client_stream(cfg, 0)
     *_, global_state = server_model(cfg)
-    client_stream(cfg, 0)  # partitions the shared data for every client (cached for the run)
     if cfg.federation.resume:
         checked_checkpoint(cfg, resume_path(out), global_state)
 
