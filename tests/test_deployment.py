@@ -81,22 +81,47 @@ def _fab(app: Path, where: Path) -> bytes:
     return fab.read_bytes()
 
 
-def test_a_staged_app_folder_gives_flower_the_same_fab(tmp_path):
-    """`flwr run` from the slim copy LocalFederation makes: the FAB is byte for byte the one of the folder itself,
-    without the virtual environment, caches, links and data files the copy leaves out."""
-    from fedcl.deploy.app_folder import stage_app
-
-    app = tmp_path / "app"
+def _app(root: Path) -> Path:
+    app = root / "app"
     for rel in ["pyproject.toml", "README.md", ".gitignore", "LICENSE", "pkg/__init__.py", "pkg/task.py", "pkg/conf/a.yaml", "pkg/b.json",
                 "ignored/x.py", ".venv/lib/site.py", ".venv/pyvenv.cfg", ".git/config.json", "pkg/__pycache__/task.cpython-311.pyc",
-                "pkg/data.npz", "pkg/weights.bin"]:
+                "pkg/.venv/keep.py", "pkg/.flwr/c.toml", "pkg/data.npz", "pkg/weights.bin"]:
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
         (app / rel).write_text("ignored/\n" if rel == ".gitignore" else f"# {rel}\n")
     (app / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     (app / "pkg" / "link.py").symlink_to(app / "pkg" / "task.py")
-    staged = stage_app(app, app / "staged")  # a destination inside the app folder is not copied into itself
+    return app
+
+
+def test_a_staged_app_folder_gives_flower_the_same_fab(tmp_path):
+    """`flwr run` from the slim copy LocalFederation makes: the FAB is byte for byte the one of the folder itself,
+    without the root's virtual environment, caches, links and data files the copy leaves out."""
+    from fedcl.deploy.app_folder import stage_app
+
+    app = _app(tmp_path)
+    staged = stage_app(app, app / "pkg" / "staged")  # a destination inside the app folder is not copied into itself
     kept = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
-    assert kept == [".git/config.json", ".gitignore", "LICENSE", "README.md", "ignored/x.py", "pkg/__init__.py", "pkg/b.json", "pkg/conf/a.yaml",
-                    "pkg/task.py", "pyproject.toml"]
-    (app / "staged").rename(tmp_path / "staged")
+    assert kept == [".git/config.json", ".gitignore", "LICENSE", "README.md", "ignored/x.py", "pkg/.flwr/c.toml", "pkg/.venv/keep.py",
+                    "pkg/__init__.py", "pkg/b.json", "pkg/conf/a.yaml", "pkg/task.py", "pyproject.toml"]
+    staged.rename(tmp_path / "staged")
     assert _fab(tmp_path / "staged", tmp_path / "b1") == _fab(app, tmp_path / "b2")
+
+
+def test_staging_an_app_never_deletes_or_overwrites_anything(tmp_path):
+    from fedcl.deploy.app_folder import stage_app
+    from fedcl.errors import FedclError
+
+    app = _app(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(elsewhere)
+    (tmp_path / "file").write_text("mine")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for dest, why in [(app, "not empty"), (tmp_path, "not empty"), (tmp_path / "link", "a link"), (tmp_path / "file", "a file"),
+                      (elsewhere, "not empty")]:
+        with pytest.raises(FedclError, match=why):
+            stage_app(app, dest)
+    with pytest.raises(FedclError, match="no app folder"):
+        stage_app(tmp_path / "missing", tmp_path / "new")
+    assert sorted(p for p in tmp_path.rglob("*")) == before and (elsewhere / "keep.txt").read_text() == "mine"

@@ -2,6 +2,8 @@
 
 import io
 import os
+import signal
+import zipfile
 
 import numpy as np
 import pytest
@@ -145,42 +147,121 @@ def test_each_setting_and_the_labels_name_their_own_cache_file(tmp_path):
     assert len(os.listdir(tmp_path / "partitions")) == len(variants) + 1
 
 
-def _damage(path, how: str) -> None:
-    rows, sizes = np.arange(12, dtype=np.int64), np.full(6, 2, dtype=np.int64)
-    if how == "garbage":
-        path.write_bytes(b"PK\x03\x04 not a zip")
-    elif how == "folder":
-        path.unlink()
-        path.mkdir()
-    elif how == "pickled objects":
-        np.savez(path.open("wb"), rows=np.array([object()] * 12, dtype=object), sizes=sizes)
-    elif how == "overlapping rows":
-        np.savez(path.open("wb"), rows=np.zeros(12, dtype=np.int64), sizes=sizes)
-    elif how == "out of range":
-        np.savez(path.open("wb"), rows=rows + 1000, sizes=sizes)
-    elif how == "wrong client count":
-        np.savez(path.open("wb"), rows=rows, sizes=np.full(4, 3, dtype=np.int64))
-    elif how == "sizes do not add up":
-        np.savez(path.open("wb"), rows=rows, sizes=np.full(6, 3, dtype=np.int64))
-    elif how == "unsorted partition":
-        np.savez(path.open("wb"), rows=rows[::-1].copy(), sizes=sizes)
-    elif how == "float rows":
-        np.savez(path.open("wb"), rows=rows.astype(np.float64), sizes=sizes)
-    elif how == "oversized":
-        path.write_bytes(b"\0" * 1_000_000)
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
 
 
-@pytest.mark.parametrize("how", ["garbage", "folder", "pickled objects", "overlapping rows", "out of range", "wrong client count",
-                                 "sizes do not add up", "unsorted partition", "float rows", "oversized"])
+def _archive(path, members: dict, compression=zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def _huge_header() -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<i8", "fortran_order": False, "shape": (10**12,)})
+    return buffer.getvalue()
+
+
+class _Blocked(BaseException):
+    """Raised by the alarm: no ``except Exception`` in the reader swallows it."""
+
+
+def _timeout(*_):
+    raise _Blocked("reading the cache blocked")
+
+
+class _Marker:
+    """Unpickling it writes a file: any unpickling of the cache would show."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+ROWS, SIZES = np.arange(12, dtype=np.int64), np.full(6, 2, dtype=np.int64)
+HOSTILE = {  # name -> writer of a file at the cache path, for 6 clients and 300 samples
+    "garbage": lambda p: p.write_bytes(b"PK\x03\x04 not a zip"),
+    "a plain .npy": lambda p: np.save(p.open("wb"), ROWS),
+    "compressed members": lambda p: np.savez_compressed(p.open("wb"), rows=ROWS, sizes=SIZES),
+    "an extra member": lambda p: _archive(p, {"rows.npy": _npy(ROWS), "sizes.npy": _npy(SIZES), "x.npy": _npy(ROWS)}),
+    "float rows": lambda p: _archive(p, {"rows.npy": _npy(ROWS.astype(np.float64)), "sizes.npy": _npy(SIZES)}),
+    "2-D rows": lambda p: _archive(p, {"rows.npy": _npy(ROWS.reshape(6, 2)), "sizes.npy": _npy(SIZES)}),
+    "a header promising 10**12 rows": lambda p: _archive(p, {"rows.npy": _huge_header() + ROWS.tobytes(), "sizes.npy": _npy(SIZES)}),
+    "sizes that wrap around in int64": lambda p: _archive(p, {"rows.npy": _npy(ROWS), "sizes.npy": _npy(
+        np.array([2**63 - 1, 2**63 - 1, 14, 0, 0, 0], dtype=np.int64))}),
+    "overlapping rows": lambda p: _archive(p, {"rows.npy": _npy(np.zeros(12, np.int64)), "sizes.npy": _npy(SIZES)}),
+    "rows out of range": lambda p: _archive(p, {"rows.npy": _npy(ROWS + 1000), "sizes.npy": _npy(SIZES)}),
+    "wrong client count": lambda p: _archive(p, {"rows.npy": _npy(ROWS), "sizes.npy": _npy(np.full(4, 3, np.int64))}),
+    "sizes not adding up": lambda p: _archive(p, {"rows.npy": _npy(ROWS), "sizes.npy": _npy(np.full(6, 3, np.int64))}),
+    "an unsorted partition": lambda p: _archive(p, {"rows.npy": _npy(ROWS[::-1].copy()), "sizes.npy": _npy(SIZES)}),
+    "a folder": lambda p: p.mkdir(),
+    "a FIFO": lambda p: os.mkfifo(p),
+}
+
+
+@pytest.mark.parametrize("how", sorted(HOSTILE))
+def test_a_hostile_cache_file_is_not_used(tmp_path, how):
+    path = tmp_path / "partitions.npz"
+    HOSTILE[how](path)
+    previous = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(5)  # a FIFO must not block the reader
+    try:
+        assert partition_cache.load(path, 6, 300) is None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    _archive(path.with_suffix(".ok"), {"rows.npy": _npy(ROWS), "sizes.npy": _npy(SIZES)})  # the same, well formed, is read
+    assert [len(p) for p in partition_cache.load(path.with_suffix(".ok"), 6, 300)] == [2] * 6
+
+
+def test_a_cache_file_is_never_unpickled(tmp_path):
+    marker = tmp_path / "unpickled"
+    rows = np.array([_Marker(marker)] * 12, dtype=object)
+    _archive(tmp_path / "p.npz", {"rows.npy": _npy(rows), "sizes.npy": _npy(SIZES)})
+    assert partition_cache.load(tmp_path / "p.npz", 6, 300) is None and not marker.exists()
+
+
+def test_a_compressed_bomb_is_refused_before_it_is_inflated(tmp_path):
+    import tracemalloc
+
+    bomb = _npy(np.zeros(25_000_000, np.int64))  # 200 MB of zeros, about 0.2 MB compressed
+    _archive(tmp_path / "bomb.npz", {"rows.npy": bomb, "sizes.npy": _npy(SIZES)}, zipfile.ZIP_DEFLATED)
+    del bomb
+    tracemalloc.start()
+    try:
+        assert partition_cache.load(tmp_path / "bomb.npz", 6, 30_000_000) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, peak
+
+
+@pytest.mark.parametrize("how", ["garbage", "sizes that wrap around in int64", "a folder"])
 def test_a_damaged_cache_file_is_computed_again(tmp_path, how):
     labels = np.random.default_rng(2).integers(0, 5, 300)
     first = _cached(labels, tmp_path)
     (path,) = (tmp_path / "partitions").iterdir()
-    _damage(path, how)
+    path.unlink()
+    HOSTILE[how](path)
     again = _cached(labels, tmp_path)
-    assert all(np.array_equal(x, y) for x, y in zip(first, again)) and len(again) == 6
-    if how != "folder":  # a folder in the way is left alone (the cache is skipped)
-        assert all(np.array_equal(x, y) for x, y in zip(first, partition_cache.load(path, 6, 300))), "not replaced"
+    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True)) and len(again) == 6
+    if how != "a folder":  # a folder in the way is left alone (the cache is skipped)
+        assert all(np.array_equal(x, y) for x, y in zip(first, partition_cache.load(path, 6, 300), strict=True)), "not replaced"
+        assert oct(path.stat().st_mode)[-3:] == "644"  # SuperNodes of other users may read it
+
+
+def test_a_killed_writers_temporary_file_is_removed_once_stale(tmp_path):
+    (tmp_path / "partitions").mkdir()
+    stale, fresh = tmp_path / "partitions" / ".partitions-a.npz", tmp_path / "partitions" / ".partitions-b.npz"
+    stale.write_bytes(b"half"), fresh.write_bytes(b"being written")
+    os.utime(stale, (0, os.stat(stale).st_mtime - 2 * partition_cache.STALE_S))
+    _cached(np.random.default_rng(2).integers(0, 5, 300), tmp_path)
+    assert not stale.exists() and fresh.exists()
 
 
 def test_an_unwritable_cache_is_skipped(tmp_path):

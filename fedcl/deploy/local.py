@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,6 @@ class LocalFederation:
     def run(self, app_dir: str | Path, run_config: str, timeout: float = 900) -> subprocess.CompletedProcess:
         """``flwr run <app_dir> <connection> --run-config ... --stream``, from a slim copy of ``app_dir`` (the same FAB
         without Flower walking a virtual environment beside the app: :mod:`fedcl.deploy.app_folder`)."""
-        staged = stage_app(app_dir, self.workdir / "app")
+        staged = stage_app(app_dir, tempfile.mkdtemp(prefix="app-", dir=self.workdir))
         return subprocess.run([str(BIN / "flwr"), "run", str(staged), CONNECTION, "--run-config", run_config, "--stream"],
                               env=self.env, capture_output=True, text=True, timeout=timeout)
