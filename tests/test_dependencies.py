@@ -157,3 +157,23 @@ def test_a_config_mistake_is_refused_before_any_model_code_is_imported(tmp_path)
         assert code == 2 and err.startswith("fedcl: error: ") and err.count("\n") == 1, (args, err)
         assert "torch" not in err and "blocked" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_listing_and_checking_backbone_names_imports_neither_timm_nor_torchvision():
+    """`fedcl list` and an unknown backbone name are answered without the 3 s of timm's imports."""
+    proc = run_blocked(["timm", "torchvision"], """
+        import contextlib, io
+        from fedcl.backbones import create_backbone
+        from fedcl.cli import main
+        from fedcl.errors import ConfigError
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["list"]) == 0
+        assert "efficientnet_lite0" in out.getvalue()
+        try:
+            create_backbone("resnet9000")
+        except ConfigError as exc:
+            print("refused:", exc)
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("refused: ") and "resnet9000" in proc.stdout

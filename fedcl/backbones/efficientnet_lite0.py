@@ -7,7 +7,6 @@ onto timm's state dict.
 
 from __future__ import annotations
 
-import timm
 import torch
 
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
@@ -15,6 +14,14 @@ from fedcl.backbones.loading import load_weights, split_stages
 from fedcl.errors import ConfigError, DataError
 
 ARCH = "tf_efficientnet_lite0"
+
+
+def _create_timm_model(**kwargs) -> torch.nn.Module:
+    """timm's architecture with random weights; timm is imported here, not at import (it pulls torchvision and
+    torch._dynamo: 3 s that listing or checking names does not need)."""
+    import timm
+
+    return timm.create_model(ARCH, pretrained=False, **kwargs)
 
 
 def packaged_weights_path() -> str:
@@ -31,7 +38,7 @@ def packaged_weights_path() -> str:
 def map_packaged_state(model: torch.nn.Module, path: str) -> dict[str, torch.Tensor]:
     """Map the package's tensors, in order, onto timm's names; fail loudly on any mismatch."""
     source = torch.load(path, map_location="cpu", weights_only=True)
-    target = timm.create_model(ARCH, pretrained=False).state_dict()
+    target = _create_timm_model().state_dict()
     if len(source) != len(target):
         raise DataError(f"{path}: {len(source)} tensors, timm's {ARCH} has {len(target)}")
     mapped = {}
@@ -45,7 +52,7 @@ def map_packaged_state(model: torch.nn.Module, path: str) -> dict[str, torch.Ten
 
 @BACKBONES.register("efficientnet_lite0")
 def efficientnet_lite0(*, pretrained: bool = True, weights: str | None = None) -> FrozenBackbone:
-    model = timm.create_model(ARCH, pretrained=False, num_classes=0)
+    model = _create_timm_model(num_classes=0)
     if weights:
         load_weights(model, weights, "efficientnet_lite0")
     elif pretrained:
@@ -57,6 +64,6 @@ def efficientnet_lite0(*, pretrained: bool = True, weights: str | None = None) -
 
 def imagenet_classifier() -> torch.nn.Module:
     """The full ImageNet classifier (with its 1000-way head) for sanity checks."""
-    model = timm.create_model(ARCH, pretrained=False)
+    model = _create_timm_model()
     model.load_state_dict(map_packaged_state(model, packaged_weights_path()))
     return model.eval()

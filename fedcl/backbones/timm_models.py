@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import timm
-
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import feature_dim_of, load_weights, offline_weights_error, split_stages
 
@@ -17,6 +15,8 @@ SHORT_NAMES = {
 
 
 def build_timm(arch: str, *, pretrained: bool, weights: str | None, name: str) -> FrozenBackbone:
+    import timm  # here, not at import: timm pulls torchvision and torch._dynamo (3 s), which listing names does not need
+
     kwargs = {"dynamic_img_size": True} if arch.startswith(("vit", "deit")) else {}
     try:
         model = timm.create_model(arch, pretrained=pretrained and not weights, num_classes=0, **kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
@@ -16,6 +15,8 @@ _CLASSIFIER_ATTRS = ("fc", "classifier", "heads", "head")
 
 @BACKBONES.register("torchvision:")
 def any_torchvision(arch: str, *, pretrained: bool = True, weights: str | None = None) -> FrozenBackbone:
+    import torchvision  # here, not at import (seconds)
+
     name = f"torchvision:{arch}"
     if arch not in torchvision.models.list_models():
         raise ConfigError(f"unknown torchvision model '{arch}'")
