@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """One fedcl cache folder ($FEDCL_DATA: client partitions, downloads) for the whole run: made by the first pytest
     process, inherited by xdist workers and every process a test starts, removed at the end. A $FEDCL_DATA set by
     the user is kept (it may hold their datasets), and then receives the partitions too."""
-    if "FEDCL_DATA" not in os.environ:
+    if not os.environ.get("FEDCL_DATA"):
         os.environ["FEDCL_DATA"] = tempfile.mkdtemp(prefix="fedcl-test-cache-")
         config.stash[_OWN_CACHE] = os.environ["FEDCL_DATA"]
 

@@ -159,3 +159,15 @@ def test_shifts_change_images_deterministically(domain):
     y = apply_shift(x, domain, seed=5)
     assert y.dtype == torch.uint8 and y.shape[-2:] == x.shape[-2:] and not torch.equal(y[:, :1], x)
     assert torch.equal(y, apply_shift(x, domain, seed=5))
+
+
+def test_an_empty_fedcl_data_means_the_default_cache_not_the_working_folder(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from fedcl.data.datasets import default_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("FEDCL_DATA", "")
+    assert default_cache_dir() == tmp_path / ".cache" / "fedcl"
+    monkeypatch.setenv("FEDCL_DATA", str(tmp_path / "mine"))
+    assert default_cache_dir() == Path(tmp_path / "mine")

@@ -31,7 +31,8 @@ SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("FEDCL_DATA", Path.home() / ".cache" / "fedcl"))
+    """$FEDCL_DATA, or ~/.cache/fedcl when it is unset or empty (an empty one would mean the working folder)."""
+    return Path(os.environ.get("FEDCL_DATA") or Path.home() / ".cache" / "fedcl")
 
 
 @functools.lru_cache(maxsize=8)
