@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +87,17 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], sync: bool = T
     if sync:
         _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temporaries(folder: str | Path, older_than_s: float) -> None:
+    """Delete the temporary files of :func:`write_atomic` that a killed writer left in ``folder`` (those older than
+    ``older_than_s``: a younger one may still be being written)."""
+    for old in Path(folder).glob(f"{_TEMP_PREFIX}*.tmp"):
+        try:
+            if time.time() - old.stat().st_mtime > older_than_s:
+                old.unlink()
+        except OSError:
+            pass
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -257,7 +257,7 @@ def test_a_damaged_cache_file_is_computed_again(tmp_path, how):
 
 def test_a_killed_writers_temporary_file_is_removed_once_stale(tmp_path):
     (tmp_path / "partitions").mkdir()
-    stale, fresh = tmp_path / "partitions" / ".partitions-a.npz", tmp_path / "partitions" / ".partitions-b.npz"
+    stale, fresh = tmp_path / "partitions" / ".fedcl-x.npz.a.tmp", tmp_path / "partitions" / ".fedcl-x.npz.b.tmp"
     stale.write_bytes(b"half"), fresh.write_bytes(b"being written")
     os.utime(stale, (0, os.stat(stale).st_mtime - 2 * partition_cache.STALE_S))
     _cached(np.random.default_rng(2).integers(0, 5, 300), tmp_path)

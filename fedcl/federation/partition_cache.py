@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
-import time
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from fedcl.outputs import remove_stale_temporaries, write_atomic
 
 #: bump when the partition of the same inputs changes (the file format or fedcl's use of the partitioners)
 FORMAT = 1
@@ -96,32 +96,18 @@ def load(path: Path, num_clients: int, num_samples: int) -> list[np.ndarray] | N
     return np.split(rows, np.cumsum(sizes)[:-1])
 
 
-def _remove_stale(folder: Path) -> None:
-    for old in folder.glob(".partitions-*.npz"):
-        try:
-            if time.time() - old.stat().st_mtime > STALE_S:
-                old.unlink()
-        except OSError:
-            pass
-
-
 def save(path: Path, parts: list[np.ndarray]) -> None:
-    """Write atomically (a temporary file renamed over ``path``, readable by every user, as the partition is
-    not secret); a cache that cannot be written is skipped."""
+    """Write atomically (:func:`~fedcl.outputs.write_atomic`, unflushed: a torn file is only recomputed); a cache
+    that cannot be written is skipped."""
     rows = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     sizes = np.asarray([len(p) for p in parts], dtype=np.int64)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partitions-", suffix=".npz")
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a path, np.savez would append ".npz" to it
             np.savez(f, rows=rows, sizes=sizes)
-        os.replace(tmp, path)
-        tmp = None
+
+    try:
+        remove_stale_temporaries(path.parent, STALE_S)
+        write_atomic(path, write, sync=False)
     except OSError:
         pass
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
