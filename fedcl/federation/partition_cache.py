@@ -73,15 +73,16 @@ def _read(path: Path, num_clients: int, num_samples: int) -> tuple[np.ndarray, n
     return None if rows is None or sizes is None else (rows, sizes)
 
 
-def _consistent(rows: np.ndarray, sizes: np.ndarray, num_clients: int, num_samples: int) -> bool:
-    """``num_clients`` disjoint, sorted partitions of ``range(num_samples)``."""
+def _partitions(rows: np.ndarray, sizes: np.ndarray, num_clients: int, num_samples: int) -> list[np.ndarray] | None:
+    """``rows`` split by ``sizes`` when that gives ``num_clients`` disjoint, sorted partitions of ``range(num_samples)``."""
     if sizes.shape != (num_clients,) or (sizes < 0).any() or (sizes > len(rows)).any():
-        return False
+        return None
     if sum(int(s) for s in sizes) != len(rows):  # Python ints: an int64 sum could wrap around
-        return False
+        return None
     if len(rows) and (rows.min() < 0 or rows.max() >= num_samples or len(np.unique(rows)) != len(rows)):
-        return False
-    return not any((np.diff(p) <= 0).any() for p in np.split(rows, np.cumsum(sizes)[:-1]))
+        return None
+    parts = np.split(rows, np.cumsum(sizes)[:-1])
+    return None if any((np.diff(p) <= 0).any() for p in parts) else parts
 
 
 def load(path: Path, num_clients: int, num_samples: int) -> list[np.ndarray] | None:
@@ -90,10 +91,7 @@ def load(path: Path, num_clients: int, num_samples: int) -> list[np.ndarray] | N
         read = _read(path, num_clients, num_samples)
     except Exception:  # noqa: BLE001 - a damaged cache file of any kind means "compute it again"
         return None
-    if read is None or not _consistent(*read, num_clients, num_samples):
-        return None
-    rows, sizes = read
-    return np.split(rows, np.cumsum(sizes)[:-1])
+    return None if read is None else _partitions(*read, num_clients, num_samples)
 
 
 def save(path: Path, parts: list[np.ndarray]) -> None:
