@@ -41,9 +41,10 @@ GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 6
        "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
        "measure_s": 10.0, "min_steps": 2, "fused_repeats": 2, "cpg_rounds": 2, "in_process": False}
 #: the dry run: the same code at the smallest sizes, every part in this process (each extra process pays ~6 s of CPU
-#: importing timm), CPU memory as the bytes autograd saves (resident size cannot be measured per part in one process)
+#: importing timm; so does each Ray worker: one CPU, one worker), CPU memory as the bytes autograd saves (resident size
+#: cannot be measured per part in one process)
 DRY = {"image_size": 32, "precision": "fp32", "device": "cpu", "batch_size": 2, "fused_clients": [1, 2], "fused_images": 2,
-       "max_clients": 1, "per_class": 2, "fed_clients": 2, "fed_tasks": 2, "fed_rounds_per_task": 1, "cpus": 2, "measure_s": 0.0,
+       "max_clients": 1, "per_class": 2, "fed_clients": 2, "fed_tasks": 2, "fed_rounds_per_task": 1, "cpus": 1, "measure_s": 0.0,
        "min_steps": 1, "fused_repeats": 1, "cpg_rounds": 1, "in_process": True}
 DRY_BUDGET_SCALE = 6.0  # the CPU dry run starts Ray and loads the backbone on a shared 2-core machine: slower, not bigger
 

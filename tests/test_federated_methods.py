@@ -47,7 +47,7 @@ LIGHT = "transform. head.".split()
     ("ncm", ["method.name=head_only", "model.head.name=ncm"], ["head."]),
     ("partial_finetune", ["method.name=partial_finetune", "method.options.stages=1"], ["head.", "backbone.model.blocks.6.", "backbone.model.conv_head", "backbone.model.bn2"]),
     ("finetune", ["method.name=finetune"], ["head.", "backbone."]),
-    ("ewc", ["method.plugins.ewc.strength=100.0"], LIGHT),
+    ("ewc", ["method.plugins.ewc.strength=100.0", "method.plugins.ewc.fisher_samples=2"], LIGHT),
     ("lwf", ["method.plugins.lwf={}"], LIGHT),
     ("replay", ["method.plugins.replay.buffer_size=16"], LIGHT),
     ("fedprox", ["federation.strategy=fedprox", "federation.proximal_mu=0.1"], LIGHT),
@@ -77,7 +77,7 @@ def test_each_method_runs_federated_and_changes_only_its_parameters(tmp_path, na
 
 
 def test_plugin_state_persists_in_each_clients_context_across_rounds(tmp_path):
-    cfg = config("method.plugins.ewc={}", "method.plugins.replay.buffer_size=10")
+    cfg = config("method.plugins.ewc.fisher_samples=2", "method.plugins.replay.buffer_size=10")
     grid = run_inline(build_server_app(cfg, tmp_path), build_client_app(cfg), cfg.federation.num_clients)
     schedule = schedule_for(cfg)
     for pid in range(cfg.federation.num_clients):

@@ -4,6 +4,7 @@ import io
 import os
 import signal
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from fedcl.federation.aggregation import ClientUpdate, aggregate
 from fedcl.federation.codec import BadUpdateError, decode, encode
 from fedcl.federation import partition_cache
 from fedcl.federation.partitions import cached_partition_indices, partition_indices
+from fedcl.federation.replies import client_error
 from fedcl.federation.profiles import PROFILES, client_profile, is_unavailable, simulated_client_time
 from fedcl.federation.schedule import TaskSchedule
 from fedcl.federation.server_app import first_reply_wait_s, wait_for_nodes
@@ -379,3 +381,21 @@ def test_a_new_nodes_first_reply_is_awaited_the_longer_of_node_wait_and_round_ti
 
     assert wait(60, 600) == 600  # a slow edge device starting its ClientApp is not dropped by a short node_wait_s
     assert wait(23, 15) == 23  # nor by a short round deadline
+
+
+RAY_REASON = (Path(__file__).parent / "data" / "ray_client_error.txt").read_text()  # as Flower 1.42's Ray backend sends it
+
+
+@pytest.mark.parametrize("reason, expected", [
+    ("InjectedFault: client 1 crashed in round 1 (injected fault)\nTraceback (most recent call last):\n  File \"x.py\"",
+     "InjectedFault: client 1 crashed in round 1 (injected fault)"),  # the inline backend
+    (RAY_REASON, "InjectedFault: client 1 crashed in round 1 (injected fault)"),  # pid, actor id and address left out
+    ("<class 'fedcl.federation.faults.InjectedFault'>:<'client 1 crashed'>", "InjectedFault: client 1 crashed"),  # a SuperNode
+    ("<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException occurred. Message: out of memory'>",
+     "out of memory"),
+    ("\x1b[31mred\x1b[0m\ttext\x07", "red text"),
+    ("x" * 100_000, "x" * 299 + "…"),
+    ("", "no reason given"),
+])
+def test_a_client_error_is_one_short_line_naming_the_clients_exception(reason, expected):
+    assert client_error(reason) == expected

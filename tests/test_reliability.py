@@ -144,7 +144,7 @@ def _checkpoint_round(path: Path) -> int:
 
 def test_a_killed_run_resumes_to_the_same_results(tmp_path):
     extra = ["federation.num_clients=3", "federation.rounds_per_task=3", "method.plugins.replay.buffer_size=12",
-             "method.plugins.ewc={}", "federation.strategy=fedadam", "federation.fraction_train=0.67"]
+             "method.plugins.ewc.fisher_samples=2", "federation.strategy=fedadam", "federation.fraction_train=0.67"]
     args = [sys.executable, "-m", "fedcl.cli", "simulate", "-q", "-p", "fedsmoke", *[a for o in TINY + extra for a in ("--set", o)]]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run_federated(config(*extra), tmp_path / "whole", quiet=True)  # the uninterrupted run, in this process
@@ -163,8 +163,9 @@ def test_a_killed_run_resumes_to_the_same_results(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert not (killed / "results.json").exists()
-    # resumed on Flower's Ray engine: the backend is an execution setting, the results must not change
-    resumed = subprocess.run([*args, "-o", str(killed), "--resume", "--set", "federation.backend=ray"], env=env, timeout=600,
+    # resumed on Flower's Ray engine (one worker): the backend is an execution setting, the results must not change
+    resumed = subprocess.run([*args, "-o", str(killed), "--resume", "--set", "federation.backend=ray", "--set", "federation.ray_num_cpus=1"],
+                             env=env, timeout=600,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 

@@ -153,3 +153,22 @@ def learner_inputs(learner, experience):
     from fedcl.data.preprocessing import to_model_input
 
     return to_model_input(experience.data.images, learner.image_size, learner.device)
+
+
+@pytest.mark.parametrize(("name", "options"), HEADS, ids=IDS)
+def test_the_classifier_is_solved_again_only_when_the_sums_change(name, options, monkeypatch):
+    """A federated round loads the global state into new buffers: the same sums reuse the solution, new ones do not."""
+    x, y = class_data()
+    head = fitted(name, options, [(x, y)])
+    solves = []
+    monkeypatch.setattr(type(head), "solve", lambda self, real=type(head).solve: (solves.append(1), real(self))[1])
+    first = head.classifier()
+    head.load_state_dict({k: v.clone() for k, v in head.state_dict().items()})  # the same values, new tensors
+    assert head.classifier() is first and len(solves) == 1
+    state = head.state_dict()
+    state["counts"] = state["counts"].clone()
+    state["counts"][0] += 1  # one more sample counted: another classifier
+    head.load_state_dict(state)
+    assert head.classifier() is not first and len(solves) == 2
+    head.observe(x[:2], y[:2])  # sums written in place
+    assert len(solves) == 2 and head.classifier() is not first and len(solves) == 3

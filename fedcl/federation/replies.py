@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,38 @@ class Refused(Exception):
         self.reply = reply
 
 
+#: a traceback's or a reason's "package.Name: message" line
+_EXCEPTION_LINE = re.compile(r"^(?:[a-z_][\w]*\.)*([A-Z]\w*): (.+)$")
+#: Flower's reason for an exception: "<class 'package.Name'>:<'message'>"
+_FLOWER_REASON = re.compile(r"^<class '(?:[\w.]+\.)?([A-Za-z_]\w*)'>:<'(.*?)'>$", re.DOTALL)
+_WRAPPERS = ("ClientAppException", "RayTaskError")
+_UNPRINTABLE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x00-\x1f\x7f]+")
+MAX_REASON_CHARS = 300
+
+
+def client_error(reason: str) -> str:
+    """The exception a client's error reply reports, as "Name: message" on one line of at most 300 printable
+    characters, whichever backend wrapped it: Flower's "<class 'X'>:<'...'>", Ray's task error with its
+    traceback (the client's own exception is the first "Name: message" line that is not a wrapper), the inline
+    backend's "Name: message". The text comes from a client: it may be long or hold terminal escapes."""
+    lines = [_UNPRINTABLE.sub(" ", line).strip() for line in reason.splitlines()]
+    for line in lines:
+        match = _EXCEPTION_LINE.match(line)
+        if match and not match.group(1).startswith(_WRAPPERS):
+            return _one_line(f"{match.group(1)}: {match.group(2)}")
+    flower = _FLOWER_REASON.match(reason.strip())
+    if flower:
+        name, message = flower.groups()
+        inner = message.split("Message: ", 1)[1] if name.startswith(_WRAPPERS) and "Message: " in message else message
+        return _one_line(inner if name.startswith(_WRAPPERS) else f"{name}: {inner}")
+    return _one_line(next((line for line in lines if line), "no reason given"))
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(_UNPRINTABLE.sub(" ", text).split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
 def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, global_state: dict[str, torch.Tensor],
                kinds: dict[str, str], backbone_crc: int | None, changes: frozenset[str] = frozenset(),
                factor_dims: dict[str, int] | None = None) -> TrainReply:
@@ -41,7 +74,7 @@ def read_reply(msg: Message, server_round: int, who: str, cfg: FedRunConfig, glo
     (sums the client was not sent) carry the client's change, which is added to the global value here.
     Keys in ``factor_dims`` may come as Gram factors (:mod:`fedcl.federation.factors`), kept as they are."""
     if msg.has_error():
-        raise Refused(f"round {server_round} {who}: client error: {msg.error.reason.splitlines()[0]}")
+        raise Refused(f"round {server_round} {who}: client error: {client_error(msg.error.reason)}")
     metrics = msg.content.metric_records.get("metrics")
     if metrics is None or "partition-id" not in metrics:
         raise Refused(f"round {server_round} {who}: reply without 'metrics'")
@@ -74,7 +107,7 @@ def read_collect_reply(msg: Message, server_round: int, who: str, reference: dic
     """(client, its statistics' packed changes, its Gram factors) of a collect-step reply, validated against
     the 'sum' state and ``factor_dims``; raises :class:`Refused`."""
     if msg.has_error():
-        raise Refused(f"collect step (round {server_round}) {who}: client error: {msg.error.reason.splitlines()[0]}")
+        raise Refused(f"collect step (round {server_round}) {who}: client error: {client_error(msg.error.reason)}")
     metrics = msg.content.metric_records.get("metrics")
     if metrics is None or "partition-id" not in metrics:
         raise Refused(f"collect step (round {server_round}) {who}: reply without 'metrics'")

@@ -11,6 +11,7 @@ cached until a buffer changes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -44,6 +45,15 @@ def packed_size(dim: int) -> int:
     return dim * (dim + 1) // 2
 
 
+def buffers_digest(module: torch.nn.Module) -> bytes:
+    """A BLAKE2b digest of every buffer's name, dtype, shape and bytes (equal digests: equal buffers)."""
+    digest = hashlib.blake2b(digest_size=32)
+    for name, buffer in module.named_buffers():
+        digest.update(f"{name}|{buffer.dtype}|{tuple(buffer.shape)};".encode())
+        digest.update(buffer.detach().cpu().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.digest()
+
+
 def _fold_before_reading(head: "StatisticalHead", prefix: str, keep_vars: bool) -> None:
     head.fold()
 
@@ -64,6 +74,7 @@ class StatisticalHead(Head):
         if self.uses_gram:
             self.register_buffer("gram", torch.zeros(packed_size(self.statistic_dim), dtype=STATS_DTYPE))
         self._cache_key: tuple | None = None
+        self._cache_digest: bytes | None = None
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         #: the statistic vectors observed since :meth:`record_rows` (None: not recorded, or over the limit)
         self._rows: list[torch.Tensor] | None = None
@@ -162,11 +173,16 @@ class StatisticalHead(Head):
         raise NotImplementedError
 
     def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The solved classifier, recomputed only when a sum buffer changed."""
+        """The solved classifier, recomputed only when a sum buffer's values changed: a buffer written in place
+        or replaced (a federated round loads the global state) is compared by a digest of its bytes, so the same
+        sums loaded again, as in every round of a task after its statistics arrived, reuse the solution."""
         self.fold()
         key = tuple((name, b.data_ptr(), b._version) for name, b in self.named_buffers())
         if key != self._cache_key:
-            self._cache = self.solve() if bool(self.seen().any()) else None
+            digest = buffers_digest(self)
+            if digest != self._cache_digest:
+                self._cache = self.solve() if bool(self.seen().any()) else None
+                self._cache_digest = digest
             self._cache_key = key
         return self._cache
 
