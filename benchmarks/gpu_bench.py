@@ -15,7 +15,7 @@ Parts, each run in its own process under its own time budget (seconds, GPU mode)
                          images/s stops rising (or the budget ends)
 A part writes its results after every step, so a part that fails or runs out of time keeps what it measured
 (``status``: ok / timeout / error). ``--dry-run`` runs the same code on the CPU at 32 px with tiny sizes, every part
-in one process (CPU memory: the bytes autograd saves for one batch).
+in one process (CPU memory: the bytes autograd saves for one batch; clients_per_gpu's clients in that process, not on Ray).
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ BUDGETS = {"shapes": 45, "throughput": 70, "memory:input_tuning": 25, "memory:in
            "fused": 35, "federated": 80, "clients_per_gpu": 150}  # the Ray part, the most variable, last
 GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 64, "fused_clients": [1, 8, 64], "fused_images": 32,
        "max_clients": 64, "per_class": 100, "fed_clients": 4, "fed_tasks": 5, "fed_rounds_per_task": 2, "cpus": os.cpu_count() or 1,
-       "measure_s": 10.0, "min_steps": 2, "fused_repeats": 2, "cpg_rounds": 2, "in_process": False}
+       "measure_s": 10.0, "min_steps": 2, "fused_repeats": 2, "cpg_rounds": 2, "in_process": False, "cpg_backend": "ray"}
 #: the dry run: the same code at the smallest sizes, every part in this process (each extra process pays ~6 s of CPU
-#: importing timm; so does each Ray worker: one CPU, one worker), CPU memory as the bytes autograd saves (resident size
-#: cannot be measured per part in one process)
+#: importing timm; so would each Ray worker: clients_per_gpu's clients run in this process too), CPU memory as the bytes
+#: autograd saves (resident size cannot be measured per part in one process)
 DRY = {"image_size": 32, "precision": "fp32", "device": "cpu", "batch_size": 2, "fused_clients": [1, 2], "fused_images": 2,
        "max_clients": 1, "per_class": 2, "fed_clients": 2, "fed_tasks": 2, "fed_rounds_per_task": 1, "cpus": 1, "measure_s": 0.0,
-       "min_steps": 1, "fused_repeats": 1, "cpg_rounds": 1, "in_process": True}
+       "min_steps": 1, "fused_repeats": 1, "cpg_rounds": 1, "in_process": True, "cpg_backend": "inline"}
 DRY_BUDGET_SCALE = 6.0  # the CPU dry run starts Ray and loads the backbone on a shared 2-core machine: slower, not bigger
 
 
@@ -210,16 +210,17 @@ def fed_config(s: dict, overrides: list[str], preset: str = "federated_input_tun
 
 
 def clients_step(s: dict, k: int) -> dict:
-    """One Ray simulation with k clients sharing the GPU (1/k each): images/s of its second round."""
-    from fedcl.federation.simulation import run_ray_simulation
+    """One Ray simulation with k clients sharing the GPU (1/k each): images/s of its second round. (The dry run
+    runs the clients in its own process: a CPU has no GPU to share, and Ray is tested by tests/test_simulation.py.)"""
+    from fedcl.federation.simulation import run_federated
 
     gpus = 1.0 / k if s["device"] == "cuda" else 0.0
     cfg = fed_config(s, ["data.num_tasks=1", "data.classes_per_task=10", f"federation.num_clients={k}", f"federation.rounds_per_task={s['cpg_rounds']}",
-                         "federation.partition=iid", "federation.boundary_jitter=0", f"federation.client_num_gpus={gpus}",
+                         f"federation.backend={s['cpg_backend']}", "federation.partition=iid", "federation.boundary_jitter=0", f"federation.client_num_gpus={gpus}",
                          f"federation.client_num_cpus={max(0.1, min(1.0, s['cpus'] / k)):.3f}", f"federation.ray_num_cpus={s['cpus']}"])
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        results = run_ray_simulation(cfg, out, quiet=True)
+        results = run_federated(cfg, out, quiet=True)
         wall = time.perf_counter() - started
     last = results["communication"]["per_round"][-1]
     return {"clients": k, "client_num_gpus": gpus, "images_per_s": last["num_examples"] / max(last["real_round_time_s"], 1e-9),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fedcl.deploy.app_folder import stage_app
 from fedcl.deploy.local import free_port, wait_for_port
 
 
@@ -41,15 +42,18 @@ def superlink(tmp_path_factory):
         log.close()
 
 
-def flwr_run(env, run_config: str, supernodes: int):
+def flwr_run(env, app: Path, run_config: str, supernodes: int):
     return subprocess.run([str(BIN / "flwr"), "run", ".", "fedcl-test", "--run-config", run_config,
                            "--federation-config", f"num-supernodes={supernodes}", "--stream"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=app, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_flwr_run_produces_results(superlink, tmp_path):
     out = tmp_path / "out"
-    proc = flwr_run(superlink, f'out-dir="{out}"', 3)
+    # `flwr run .` in a copy of the repository without its .venv, which Flower would walk file by file before leaving
+    # it out (10 CPU-s): the FAB is the same (tests/test_deployment.py), as LocalFederation.run does
+    app = stage_app(ROOT, tmp_path / "app")
+    proc = flwr_run(superlink, app, f'out-dir="{out}"', 3)
     # flwr's exit code does not reflect ClientApp failures: judge by the results the ServerApp wrote
     assert (out / "results.json").exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads((out / "results.json").read_text())

@@ -29,7 +29,7 @@ def first_batch_penalty(learner, experience, p):
 
 
 def test_ewc_penalty_is_zero_on_the_first_task_and_positive_after(lite0):
-    benchmark, model, learner = setup(lite0, "method.plugins.ewc.strength=1000.0")
+    benchmark, model, learner = setup(lite0, "method.plugins.ewc.strength=1000.0", "method.plugins.ewc.fisher_samples=4")
     ewc = plugin(learner, "ewc")
     first, second = benchmark.train_stream[:2]
     learner.train_experience(first)
@@ -45,7 +45,7 @@ def test_ewc_penalty_is_zero_on_the_first_task_and_positive_after(lite0):
 
 
 def test_ewc_state_round_trips(lite0):
-    benchmark, _, learner = setup(lite0, "method.plugins.ewc={}")
+    benchmark, _, learner = setup(lite0, "method.plugins.ewc.fisher_samples=4")
     for e in benchmark.train_stream[:2]:
         learner.train_experience(e)
     ewc = plugin(learner, "ewc")

@@ -27,16 +27,21 @@ def fedcl(*args):
     return subprocess.run([sys.executable, "-m", "fedcl", *args], capture_output=True, text=True, check=False, env=ENV, timeout=900)
 
 
+#: each option's semantics are tested in process; here they pass through the command line together
+COMMON_OPTIONS = ["federation.quantization=int8", "federation.strategy=fedprox", "federation.task_order=per_client", "federation.partition=shard"]
+
+
 def sets(overrides):
     return [a for o in overrides for a in ("--set", o)]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny federated run (with a TensorBoard log) and a tiny single-device run; their console output."""
+    """A tiny federated run (with a TensorBoard log and the options users set most: int8 updates, FedProx, a
+    per-client task order, label shards) and a tiny single-device run; their console output."""
     root = tmp_path_factory.mktemp("runs")
     fed = fedcl("simulate", "-p", "fedsmoke", "-o", str(root / "fed"), "--log", "tensorboard",
-                *sets([*TINY, "seed=3", "federation.backend=inline", 'federation.device_profiles=["phone"]']))
+                *sets([*TINY, "seed=3", "federation.backend=inline", 'federation.device_profiles=["phone"]', *COMMON_OPTIONS]))
     assert fed.returncode == 0, fed.stderr[-3000:]
     single = fedcl("train", "-q", "-p", "smoke", "-o", str(root / "single"), *sets([*TINY, "train.epochs=1"]))
     assert single.returncode == 0, single.stderr[-3000:]
@@ -127,6 +132,15 @@ def test_every_figure_of_a_real_run_keeps_its_labels_apart(runs):
         assert figures.overlapping_labels(fig) == [], fig.axes[0].get_title()
 
 
+def test_a_federated_run_through_the_command_line_applies_its_options(runs):
+    r = results_of(runs["root"] / "fed")
+    assert r["mode"] == "federated" and r["communication"]["quantization"] == "int8" and r["rejected_updates"] == []
+    assert (r["config"]["federation"]["strategy"], r["config"]["federation"]["partition"]) == ("fedprox", "shard")
+    orders = {tuple(v["order"]) for v in r["per_client"]["task_schedule"].values()}
+    assert all(sorted(o) == [0, 1] for o in orders) and len(orders) > 1  # every client sees both tasks, not all in one order
+    assert r["final_avg_accuracy"] > 0.4  # 4 classes: chance is 0.25
+
+
 def test_progress_bar_and_quiet_line(runs):
     fed, single = runs["fed"], runs["single"]
     assert re.search(r"rounds .*4/4 accuracy 0\.\d{3}", fed.stdout), fed.stdout[-2000:]
@@ -198,6 +212,7 @@ def test_missing_extras_name_what_to_install(runs, tmp_path, monkeypatch, capsys
 
 def test_sweep_folder_report_groups_seeds(runs, tmp_path):
     """Two copies of the federated run as two seeds of one cell, beside a single run of another cell."""
+    partition = results_of(runs["root"] / "fed")["config"]["federation"]["partition"]
     for cell, seeds in (("a", (0, 1)), ("b", (0,))):
         for seed in seeds:
             folder = tmp_path / "sweep" / cell / f"seed{seed}"
@@ -206,13 +221,13 @@ def test_sweep_folder_report_groups_seeds(runs, tmp_path):
             r["final_avg_accuracy"] += 0.1 * seed
             r["config"]["seed"] = seed
             (folder / "results.json").write_text(json.dumps(r))
-            (folder / "cell.json").write_text(json.dumps({"method": cell, "scenario": r["scenario"], "partition": "iid", "seed": seed}))
+            (folder / "cell.json").write_text(json.dumps({"method": cell, "scenario": r["scenario"], "partition": partition, "seed": seed}))
     assert main(["report", str(tmp_path / "sweep")]) == 0
     text = (tmp_path / "sweep" / "report" / "report.md").read_text()
     acc = [results_of(tmp_path / "sweep" / "a" / f"seed{s}")["final_avg_accuracy"] for s in (0, 1)]
-    row = next(line for line in text.splitlines() if line.startswith(f"| {results_of(runs['root'] / 'fed')['scenario']} | iid | a |"))
+    row = next(line for line in text.splitlines() if line.startswith(f"| {results_of(runs['root'] / 'fed')['scenario']} | {partition} | a |"))
     assert f"{np.mean(acc):.3f} ± {np.std(acc, ddof=1):.3f}" in row and row.endswith("| 2 |")
-    assert (tmp_path / "sweep" / "report" / "accuracy_vs_mb_iid.png").exists()
+    assert (tmp_path / "sweep" / "report" / f"accuracy_vs_mb_{partition}.png").exists()
 
 
 def test_benchmark_figures_redrawn_from_the_docs_table_keep_labels_apart():
