@@ -48,7 +48,7 @@ def test_a_cell_runs_on_tiny_generated_cifar100(gpu_machine, tmp_path):
     plan = read_plan(PLAN)
     cell = next(c for c in plan.cells() if c.method == "ridge" and c.scenario == "cifar100_10tasks" and c.seed == 0)
     tiny = [f'data.root="{tmp_path}"', "data.download=false", "model.pretrained=false", "model.backbone=timm:vit_tiny_patch16_224",
-            "data.max_train_per_class=2", "data.max_test_per_class=1", "federation.num_clients=2", "federation.rounds_per_task=1",
+            "data.max_train_per_class=1", "data.max_test_per_class=1", "federation.num_clients=2", "federation.rounds_per_task=1",
             "federation.backend=inline", "federation.client_num_gpus=0", "federation.client_num_cpus=1", "train.device=cpu",
             "federation.evaluate_every_round=false"]
     cfg = build_config(plan.preset, None, [*cell.overrides, *tiny], schema=FedRunConfig)
