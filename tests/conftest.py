@@ -87,10 +87,10 @@ TIERS = {
 }
 
 
-#: the slowest modules (seconds on two workers, 2026-11-29), handed out first so that no long module starts last
-SLOWEST_FIRST = ["test_deployment.py", "test_simulation.py", "test_reliability.py", "test_federated_methods.py",
-                 "test_cli.py", "test_notebooks.py", "test_gpu_script.py", "test_flwr_run.py", "test_federated_statistics.py",
-                 "test_report.py", "test_outputs.py", "test_bad_inputs.py", "test_dependencies.py", "test_gram_factor.py"]
+#: the slowest modules (seconds on two workers, 2026-11-30), handed out first so that no long module starts last
+SLOWEST_FIRST = ["test_deployment.py", "test_simulation.py", "test_notebooks.py", "test_federated_methods.py", "test_report.py",
+                 "test_flwr_run.py", "test_reliability.py", "test_sweep.py", "test_federated_statistics.py", "test_fuzz.py", "test_outputs.py",
+                 "test_dependencies.py", "test_cli.py", "test_gpu_script.py", "test_config_fuzz.py", "test_published_plan.py"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,24 +1,17 @@
 """Reliability of real federated runs (in-process backend: the real ServerApp, strategy, ClientApp and
-Flower Messages rebuilt from their wire bytes): malicious clients, faults, kill-and-resume, central DP."""
+Flower Messages rebuilt from their wire bytes): malicious clients, faults, central DP. Kill-and-resume across
+backends: tests/test_simulation.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from safetensors import safe_open
 
 from fedcl.config import build_config
-from fedcl.federation.checkpoint import STAGED_CHECKPOINT_FILE
 from fedcl.federation.client_app import handle_query
 from fedcl.federation.client_handlers import handle_evaluate, handle_train
 from fedcl.federation.node import partition_id
@@ -132,59 +125,6 @@ def test_rounds_without_quorum_keep_the_global_model(tmp_path):
     assert [rows[r]["quorum"] for r in range(1, 5)] == [True, False, True, True]
     acc = results["accuracy_per_round"]
     assert acc["2"] == acc["1"]  # the global model did not move in round 2 (same task, same test classes)
-
-
-def _checkpoint_round(path: Path) -> int:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return int(f.metadata()["round"])
-    except Exception:  # not written yet, or being replaced
-        return 0
-
-
-def test_a_killed_run_resumes_to_the_same_results(tmp_path):
-    extra = ["federation.num_clients=3", "federation.rounds_per_task=3", "method.plugins.replay.buffer_size=12",
-             "method.plugins.ewc.fisher_samples=2", "federation.strategy=fedadam", "federation.fraction_train=0.67"]
-    args = [sys.executable, "-m", "fedcl.cli", "simulate", "-q", "-p", "fedsmoke", *[a for o in TINY + extra for a in ("--set", o)]]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run_federated(config(*extra), tmp_path / "whole", quiet=True)  # the uninterrupted run, in this process
-
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([*args, "-o", str(killed)], env=env)
-    try:
-        deadline = time.monotonic() + 600
-        while _checkpoint_round(killed / STAGED_CHECKPOINT_FILE) < 3:  # a run in progress checkpoints under the staged name
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert not (killed / "results.json").exists()
-    # resumed on Flower's Ray engine (one worker): the backend is an execution setting, the results must not change
-    resumed = subprocess.run([*args, "-o", str(killed), "--resume", "--set", "federation.backend=ray", "--set", "federation.ray_num_cpus=1"],
-                             env=env, timeout=600,
-                             capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-
-    whole = without_wall_clock(json.loads((tmp_path / "whole" / "results.json").read_text()))
-    again = without_wall_clock(json.loads((killed / "results.json").read_text()))
-    a, b = load_state_file(tmp_path / "whole" / GLOBAL_MODEL_FILE), load_state_file(killed / GLOBAL_MODEL_FILE)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    # identical, except that each message of the resumed attempt also tells its client which earlier attempt's
-    # saved states count (a few bytes more down, the same constant for every message after the checkpoint)
-    comm, comm_again = whole.pop("communication"), again.pop("communication")
-    assert again == whole and comm_again["bytes_up"] == comm["bytes_up"]
-    extra: dict[bool, set[int]] = {False: set(), True: set()}  # per-message difference, by "after the checkpoint"
-    for r, (row, row_again) in enumerate(zip(comm["per_round"], comm_again["per_round"], strict=True), start=1):
-        down, down_again = row.pop("per_client_down"), row_again.pop("per_client_down")
-        for key in ("bytes_down", "full_model_bytes"):
-            row.pop(key), row_again.pop(key)
-        assert row_again == row and down_again.keys() == down.keys()
-        extra[r > 3] |= {down_again[c] - down[c] for c in down}
-    assert extra[False] == {0} and len(extra[True]) == 1 and 0 < min(extra[True]) < 100, extra
 
 
 def test_central_dp_clips_and_noises_reproducibly(tmp_path):

@@ -1,4 +1,4 @@
-"""Real federated runs on Flower's Ray simulation engine (3 clients, 32 px, a few samples)."""
+"""Real federated runs on Flower's Ray simulation engine (3 clients, 32 px, a few samples), one of them killed and resumed."""
 
 import contextlib
 import json
@@ -10,25 +10,38 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors import safe_open
 
 from fedcl.config import build_config
 from fedcl.deploy.local import free_port
 from fedcl.builder import schedule_for
+from fedcl.federation.checkpoint import STAGED_CHECKPOINT_FILE
 from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_ray_simulation
 from fedcl.runner import without_wall_clock
+from fedcl.state_files import GLOBAL_MODEL_FILE, load_state_file
 
 
 #: a crash of a sampled client in rounds 1 and 3 (the seed samples clients 1, 2 in round 1 and 0, 2 in round 3)
 CRASHES = {1: "1", 3: "2"}
 OVERRIDES = ["federation.boundary_jitter=1", "federation.device_profiles=[\"laptop\", \"jetson_nano\"]", "federation.fraction_train=0.67",
-             f"federation.fault_schedule={json.dumps([f'{r}:{pid}' for r, pid in CRASHES.items()])}"]
+             f"federation.fault_schedule={json.dumps([f'{r}:{pid}' for r, pid in CRASHES.items()])}",
+             # state that a resumed run must restore: the clients' replay buffers and EWC, the server's Adam moments
+             "method.plugins.replay.buffer_size=12", "method.plugins.ewc.fisher_samples=2", "federation.strategy=fedadam"]
+#: the checkpoint after which test_a_run_killed_inline_resumes_on_another_ray_cluster kills its run
+KILL_AFTER = 2
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("sim")
+
+
+@pytest.fixture(scope="module")
+def run(run_dir):
     cfg = build_config("fedsmoke", None, OVERRIDES + ["federation.ray_num_cpus=2"], schema=FedRunConfig)
-    return cfg, run_ray_simulation(cfg, tmp_path_factory.mktemp("sim"))
+    return cfg, run_ray_simulation(cfg, run_dir)
 
 
 def test_results_schema_and_accuracy_above_chance(run):
@@ -85,17 +98,57 @@ def test_per_client_task_schedule_is_honoured(run):
     assert len(starts) > 1, "the fixture should exercise clients switching tasks at different rounds"
 
 
-def test_same_results_bit_for_bit_on_an_existing_one_worker_ray_cluster(run, tmp_path):
-    """The fixture started its own 2-CPU Ray cluster (two workers); this run attaches to a cluster started with
-    ``ray start`` and one CPU, so one worker runs the clients in another order. Same seed, same results."""
-    cfg, first = run
+def test_a_run_killed_inline_resumes_on_another_ray_cluster_to_the_same_results(run, run_dir, tmp_path):
+    """The fixture ran on its own 2-CPU Ray cluster (two workers). The same run through the command line on the
+    in-process backend is killed (SIGKILL) after its round-2 checkpoint, and resumed with ``--resume`` attached to a
+    cluster started with ``ray start`` and one CPU (one worker runs the clients in another order). Backend, cluster,
+    worker count and the kill are execution details: same seed, same results, bit for bit."""
+    args = [sys.executable, "-m", "fedcl", "simulate", "-q", "-p", "fedsmoke", *[a for o in OVERRIDES for a in ("--set", o)]]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--set", "federation.backend=inline", "-o", str(killed)])
+    try:
+        deadline = time.monotonic() + 600
+        while _checkpoint_round(killed / STAGED_CHECKPOINT_FILE) < KILL_AFTER:  # a run in progress checkpoints under the staged name
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed / "results.json").exists()
     port = free_port()
     with one_cpu_ray_cluster(port, tmp_path):
-        cfg2 = build_config("fedsmoke", None, OVERRIDES + [f"federation.ray_address=127.0.0.1:{port}"], schema=FedRunConfig)
-        second = run_ray_simulation(cfg2, tmp_path / "attached")
-    assert first["config"]["federation"]["ray_num_cpus"] == 2
-    assert without_wall_clock(second) == without_wall_clock(first)
-    assert any(row["clients_sampled"] == 2 for row in first["communication"]["per_round"])  # sampling was exercised
+        resumed = subprocess.run([*args, "-o", str(killed), "--resume", "--set", f"federation.ray_address=127.0.0.1:{port}"],
+                                 timeout=600, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    whole = without_wall_clock(json.loads((run_dir / "results.json").read_text()))
+    again = without_wall_clock(json.loads((killed / "results.json").read_text()))
+    a, b = load_state_file(run_dir / GLOBAL_MODEL_FILE), load_state_file(killed / GLOBAL_MODEL_FILE)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert run[1]["config"]["federation"]["ray_num_cpus"] == 2 and whole["rejected_updates"]  # two workers; crashes exercised
+    # identical, except that each message of the resumed attempt also tells its client which earlier attempt's
+    # saved states count (a few bytes more down, the same constant for every message after the checkpoint)
+    comm, comm_again = whole.pop("communication"), again.pop("communication")
+    assert again == whole and comm_again["bytes_up"] == comm["bytes_up"]
+    extra: dict[bool, set[int]] = {False: set(), True: set()}  # per-message difference, by "after the checkpoint"
+    for r, (row, row_again) in enumerate(zip(comm["per_round"], comm_again["per_round"], strict=True), start=1):
+        down, down_again = row.pop("per_client_down"), row_again.pop("per_client_down")
+        for key in ("bytes_down", "full_model_bytes"):
+            row.pop(key), row_again.pop(key)
+        assert row_again == row and down_again.keys() == down.keys()
+        extra[r > KILL_AFTER] |= {down_again[c] - down[c] for c in down}
+    assert extra[False] == {0} and len(extra[True]) == 1 and 0 < min(extra[True]) < 100, extra
+
+
+def _checkpoint_round(path: Path) -> int:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int(f.metadata()["round"])
+    except Exception:  # not written yet, or being replaced
+        return 0
 
 
 @contextlib.contextmanager
