@@ -79,7 +79,7 @@ def adversarial_app(cfg: FedRunConfig, attacks: dict[int, str], excluded: bool =
 def test_malicious_updates_are_refused_and_the_model_equals_the_run_without_them(tmp_path):
     honest = 3
     attacks = {honest + i: a for i, a in enumerate(ATTACKS)}
-    cfg = config(f"federation.num_clients={honest + len(ATTACKS)}", "federation.max_update_norm=1000.0")
+    cfg = config(f"federation.num_clients={honest + len(ATTACKS)}", "federation.max_update_norm=1000.0", "federation.rounds_per_task=1")
     run_inline(build_server_app(cfg, tmp_path / "attacked"), adversarial_app(cfg, attacks), cfg.federation.num_clients)
     run_inline(build_server_app(cfg, tmp_path / "without"), adversarial_app(cfg, attacks, excluded=True), cfg.federation.num_clients)
     attacked = json.loads((tmp_path / "attacked" / "results.json").read_text())
@@ -128,10 +128,10 @@ def test_rounds_without_quorum_keep_the_global_model(tmp_path):
 
 
 def test_central_dp_clips_and_noises_reproducibly(tmp_path):
-    cfg = config("federation.num_clients=3", "federation.dp_clipping_norm=0.05", "federation.dp_noise_multiplier=0.5")
+    cfg = config("federation.num_clients=3", "federation.dp_clipping_norm=0.05", "federation.dp_noise_multiplier=0.5", "federation.rounds_per_task=1")
     first = run_federated(cfg, tmp_path / "a", quiet=True)
     second = run_federated(cfg, tmp_path / "b", quiet=True)
     assert without_wall_clock(first) == without_wall_clock(second)  # the noise is drawn from the seed
-    assert first["privacy"]["noise_std_per_round"] == [pytest.approx(0.5 * 0.05 / 3)] * 4
-    plain = run_federated(config("federation.num_clients=3"), tmp_path / "plain", quiet=True)
+    assert first["privacy"]["noise_std_per_round"] == [pytest.approx(0.5 * 0.05 / 3)] * cfg.num_rounds == [pytest.approx(0.5 * 0.05 / 3)] * 2
+    plain = run_federated(config("federation.num_clients=3", "federation.rounds_per_task=1"), tmp_path / "plain", quiet=True)
     assert first["accuracy_per_round"] != plain["accuracy_per_round"]
