@@ -46,7 +46,7 @@ GPU = {"image_size": 224, "precision": "bf16", "device": "cuda", "batch_size": 6
 DRY = {"image_size": 32, "precision": "fp32", "device": "cpu", "batch_size": 2, "fused_clients": [1, 2], "fused_images": 2,
        "max_clients": 1, "per_class": 2, "fed_clients": 2, "fed_tasks": 2, "fed_rounds_per_task": 1, "cpus": 1, "measure_s": 0.0,
        "min_steps": 1, "fused_repeats": 1, "cpg_rounds": 1, "in_process": True, "cpg_backend": "inline"}
-DRY_BUDGET_SCALE = 6.0  # the CPU dry run starts Ray and loads the backbone on a shared 2-core machine: slower, not bigger
+DRY_BUDGET_SCALE = 6.0  # the CPU dry run loads the backbone and trains on a shared 2-core machine: slower, not bigger
 
 
 class Part:

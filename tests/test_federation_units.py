@@ -384,6 +384,9 @@ def test_a_new_nodes_first_reply_is_awaited_the_longer_of_node_wait_and_round_ti
 
 
 RAY_REASON = (Path(__file__).parent / "data" / "ray_client_error.txt").read_text()  # as Flower 1.42's Ray backend sends it
+INLINE_CHAINED = ("RuntimeError: bad\nTraceback (most recent call last):\n  File \"a.py\", line 2, in f\nKeyError: 'x'\n\nThe above "
+                  "exception was the direct cause of the following exception:\n\nTraceback (most recent call last):\n"
+                  "  File \"a.py\", line 4, in f\nRuntimeError: bad\n")  # fedcl's inline backend, a chained exception
 
 
 @pytest.mark.parametrize("reason, expected", [
@@ -393,7 +396,13 @@ RAY_REASON = (Path(__file__).parent / "data" / "ray_client_error.txt").read_text
     ("<class 'fedcl.federation.faults.InjectedFault'>:<'client 1 crashed'>", "InjectedFault: client 1 crashed"),  # a SuperNode
     ("<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException occurred. Message: out of memory'>",
      "out of memory"),
-    ("\x1b[31mred\x1b[0m\ttext\x07", "red text"),
+    ("\x1b[31mred\x1b[0m\ttext\x07\u202e\x9b", "red text"),  # terminal escapes, control and bidi characters
+    (INLINE_CHAINED, "RuntimeError: bad"),  # the exception raised, not its cause (Ray's traceback prints the cause first)
+    ("<class 'ValueError'>:<'shapes differ\nExpected: (3, 4)'>", "ValueError: shapes differ Expected: (3, 4)"),
+    ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run() (pid=1, actor_id=ab)\n  File \"a.py\", "
+     "line 1\n    assert x\nAssertionError\n\nThe above exception was the direct cause of the following exception:\n\n"
+     "flwr.clientapp.client_app.ClientAppException: \nException ClientAppException occurred. Message: '>", "AssertionError"),
+    ("<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException occurred. Message: '>", "ClientAppException"),
     ("x" * 100_000, "x" * 299 + "…"),
     ("", "no reason given"),
 ])

@@ -1,4 +1,5 @@
-"""`flwr run .` against a real local SuperLink (simulation runtime), as a user deploys the app."""
+"""`flwr run .` against a real local SuperLink (simulation runtime), as a user deploys the app (from a copy of the
+repository without its .venv: the same FAB)."""
 
 import json
 import os

@@ -125,7 +125,9 @@ def test_a_run_killed_inline_resumes_on_another_ray_cluster_to_the_same_results(
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     whole = without_wall_clock(json.loads((run_dir / "results.json").read_text()))
-    again = without_wall_clock(json.loads((killed / "results.json").read_text()))
+    raw = json.loads((killed / "results.json").read_text())
+    assert (raw["config"]["federation"]["backend"], raw["config"]["federation"]["ray_address"]) == ("ray", f"127.0.0.1:{port}")
+    again = without_wall_clock(raw)
     a, b = load_state_file(run_dir / GLOBAL_MODEL_FILE), load_state_file(killed / GLOBAL_MODEL_FILE)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert run[1]["config"]["federation"]["ray_num_cpus"] == 2 and whole["rejected_updates"]  # two workers; crashes exercised

@@ -9,6 +9,8 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common import MessageType, log
 from flwr.serverapp import Grid
 
+from fedcl.federation.replies import client_error
+
 
 class Population:
     """Maps node ids to partition ids (asked once per node) and samples by partition id from the seed."""
@@ -36,7 +38,7 @@ class Population:
         for reply in grid.send_and_receive(queries, timeout=timeout):
             metrics = None if reply.has_error() else reply.content.metric_records.get("metrics")
             if metrics is None or "partition-id" not in metrics:
-                reason = reply.error.reason.splitlines()[0] if reply.has_error() else "no partition-id"
+                reason = client_error(reply.error.reason) if reply.has_error() else "no partition-id"
                 log(WARNING, "fedcl: node %s did not say its partition id (%s); asking again next round", reply.metadata.src_node_id, reason)
                 continue
             self.node_to_client[reply.metadata.src_node_id] = int(metrics["partition-id"])

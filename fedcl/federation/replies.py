@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import dataclass
 
@@ -35,35 +36,59 @@ class Refused(Exception):
         self.reply = reply
 
 
-#: a traceback's or a reason's "package.Name: message" line
-_EXCEPTION_LINE = re.compile(r"^(?:[a-z_][\w]*\.)*([A-Z]\w*): (.+)$")
-#: Flower's reason for an exception: "<class 'package.Name'>:<'message'>"
-_FLOWER_REASON = re.compile(r"^<class '(?:[\w.]+\.)?([A-Za-z_]\w*)'>:<'(.*?)'>$", re.DOTALL)
+#: an exception line of a traceback: "package.Name: message", "Name: message" or a bare "Name" (not indented)
+_EXCEPTION_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*)([A-Za-z_]\w*)(?:: (.*))?$")
+#: Flower's reason for an exception: "<class 'package.Name'>:<'message'>" (Ray's name may be "RayTaskError(Inner)")
+_FLOWER_REASON = re.compile(r"^<class '(?:[\w.]+\.)?([\w()]+)'>:<'(.*)'>$", re.DOTALL)
 _WRAPPERS = ("ClientAppException", "RayTaskError")
-_UNPRINTABLE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|[\x00-\x1f\x7f]+")
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MAX_REASON_CHARS = 300
+MAX_SCANNED_CHARS = 50_000
 
 
 def client_error(reason: str) -> str:
     """The exception a client's error reply reports, as "Name: message" on one line of at most 300 printable
-    characters, whichever backend wrapped it: Flower's "<class 'X'>:<'...'>", Ray's task error with its
-    traceback (the client's own exception is the first "Name: message" line that is not a wrapper), the inline
-    backend's "Name: message". The text comes from a client: it may be long or hold terminal escapes."""
-    lines = [_UNPRINTABLE.sub(" ", line).strip() for line in reason.splitlines()]
-    for line in lines:
-        match = _EXCEPTION_LINE.match(line)
-        if match and not match.group(1).startswith(_WRAPPERS):
-            return _one_line(f"{match.group(1)}: {match.group(2)}")
+    characters, the same whichever backend carried it: Flower's "<class 'X'>:<'...'>" (a SuperNode), Ray's task
+    error (its traceback's last exception that is not a wrapper: the one the client raised, as with chained causes
+    Python prints it last; never Ray's header with process and actor ids), the inline backend's "Name: message" and
+    traceback. The text comes from a client: it may be long or hold terminal escapes and control characters."""
+    if len(reason) > 2 * MAX_SCANNED_CHARS:  # a traceback is a few kB: keep its two ends (Flower's format needs both)
+        reason = reason[:MAX_SCANNED_CHARS] + "\n" + reason[-MAX_SCANNED_CHARS:]
     flower = _FLOWER_REASON.match(reason.strip())
+    name, message = flower.groups() if flower else ("", reason)
+    if flower and not name.startswith(_WRAPPERS):
+        return _one_line(f"{name}: {message}" if message.strip() else name)
+    raised = _last_raised(message)
+    if raised:
+        return _one_line(raised)
+    if "Message: " in message:  # Flower's ClientAppException: "Exception ClientAppException occurred. Message: ..."
+        inner = message.rsplit("Message: ", 1)[1]
+        return _one_line(inner if inner.strip() else "ClientAppException")
     if flower:
-        name, message = flower.groups()
-        inner = message.split("Message: ", 1)[1] if name.startswith(_WRAPPERS) and "Message: " in message else message
-        return _one_line(inner if name.startswith(_WRAPPERS) else f"{name}: {inner}")
-    return _one_line(next((line for line in lines if line), "no reason given"))
+        return _one_line(name)
+    return _one_line(next((line for line in message.splitlines() if line.strip()), "no reason given"))
+
+
+def _last_raised(text: str) -> str | None:
+    """The last unindented exception line that is not a wrapper, as "Name: message" (None when there is none).
+    Its name must be module-qualified (as tracebacks print any non-builtin exception) or a builtin exception,
+    so that a multi-line message's "Expected: (3, 4)" is not taken for one; the inline reason's first line
+    ("Name: message", unqualified) counts when nothing else does."""
+    found = None
+    for number, raw in enumerate(text.splitlines()):
+        line = _ESCAPES.sub("", raw).rstrip()
+        match = _EXCEPTION_LINE.match(line)
+        if not match or match.group(2).startswith(_WRAPPERS):
+            continue
+        module, name, message = match.groups()
+        builtin = getattr(builtins, name, None)
+        if module or (isinstance(builtin, type) and issubclass(builtin, BaseException)) or (number == 0 and message):
+            found = f"{name}: {message}" if message and message.strip() else name
+    return found
 
 
 def _one_line(text: str) -> str:
-    text = " ".join(_UNPRINTABLE.sub(" ", text).split())
+    text = " ".join("".join(c if c.isprintable() else " " for c in _ESCAPES.sub(" ", text)).split())
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 

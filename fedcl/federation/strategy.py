@@ -27,7 +27,7 @@ from fedcl.federation.population import Population
 from fedcl.federation.privacy import private_mean, refuse_sums
 from fedcl.federation.profiles import client_profile, simulated_client_time
 from fedcl.federation.recorder import RoundRecorder
-from fedcl.federation.replies import Refused, TrainReply, read_collect_reply, read_reply
+from fedcl.federation.replies import Refused, TrainReply, client_error, read_collect_reply, read_reply
 from fedcl.federation.server_optimizer import ServerAdam
 from fedcl.federation.settings import FedRunConfig
 
@@ -211,7 +211,7 @@ class FedCLStrategy:
         accs = self.recorder.client_accuracy.setdefault(server_round, {})
         for msg in replies:
             if msg.has_error():
-                self.recorder.reject(f"round {server_round} node {msg.metadata.src_node_id}: evaluation error: {msg.error.reason}")
+                self.recorder.reject(f"round {server_round} node {msg.metadata.src_node_id}: evaluation error: {client_error(msg.error.reason)}")
                 continue
             m = msg.content.metric_records.get("metrics")
             if m is not None and "partition-id" in m:

@@ -46,10 +46,10 @@ def packed_size(dim: int) -> int:
 
 
 def buffers_digest(module: torch.nn.Module) -> bytes:
-    """A BLAKE2b digest of every buffer's name, dtype, shape and bytes (equal digests: equal buffers)."""
+    """A BLAKE2b digest of every buffer's name, device, dtype, shape and bytes (equal digests: equal buffers)."""
     digest = hashlib.blake2b(digest_size=32)
     for name, buffer in module.named_buffers():
-        digest.update(f"{name}|{buffer.dtype}|{tuple(buffer.shape)};".encode())
+        digest.update(f"{name}|{buffer.device}|{buffer.dtype}|{tuple(buffer.shape)};".encode())
         digest.update(buffer.detach().cpu().reshape(-1).view(torch.uint8).numpy().data)
     return digest.digest()
 
