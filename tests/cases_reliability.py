@@ -22,6 +22,7 @@ from fedcl.config import build_config
 from fedcl.data.idx import write_idx
 from fedcl.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, save_checkpoint
 from fedcl.federation.settings import FedRunConfig
+from helpers import set_args
 
 Case = tuple[str, Callable[[Path], list[str]], str]
 INLINE = ["federation.backend=inline", "data.num_tasks=2", "data.max_train_per_class=24", "data.max_test_per_class=20",
@@ -31,16 +32,12 @@ SMALL_TRAIN = ["data.dataset=digits", "data.image_size=16", "data.num_tasks=2", 
                "data.max_test_per_class=5", "model.pretrained=false"]
 
 
-def _sets(overrides) -> list[str]:
-    return [a for o in overrides for a in ("--set", o)]
-
-
 def train(*overrides: str, out: str = "out") -> Callable[[Path], list[str]]:
-    return lambda tmp: ["train", "-q", "-o", str(tmp / out), *_sets([*SMALL_TRAIN, *overrides])]
+    return lambda tmp: ["train", "-q", "-o", str(tmp / out), *set_args([*SMALL_TRAIN, *overrides])]
 
 
 def simulate(*overrides: str, out: str = "out") -> Callable[[Path], list[str]]:
-    return lambda tmp: ["simulate", "-q", "-p", "fedsmoke", "-o", str(tmp / out), *_sets([*INLINE, *overrides])]
+    return lambda tmp: ["simulate", "-q", "-p", "fedsmoke", "-o", str(tmp / out), *set_args([*INLINE, *overrides])]
 
 
 def certs(*args: str) -> Callable[[Path], list[str]]:
@@ -115,7 +112,7 @@ def checkpoint(kind: str) -> Callable[[Path], list[str]]:
             *_, state = server_model(cfg)
             tensors = {f"global/{k}": v for k, v in state.items()}
             save_checkpoint(path, Checkpoint(2, cfg.to_dict(), tensors, {"strategy": {"ledger": 3}, "run_token": "x", "server_accuracy": {}}))
-        return ["simulate", "-q", "-p", "fedsmoke", "-o", str(out), "--resume", *_sets(INLINE)]
+        return ["simulate", "-q", "-p", "fedsmoke", "-o", str(out), "--resume", *set_args(INLINE)]
     return build
 
 
@@ -129,7 +126,7 @@ def fmnist(mutate: Callable[[Path], None]) -> Callable[[Path], list[str]]:
             write_idx(root / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
             write_idx(root / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
         mutate(root)
-        return ["train", "-q", "-o", str(tmp / "out"), *_sets(["data.dataset=fashion_mnist", f"data.root={json.dumps(str(root))}",
+        return ["train", "-q", "-o", str(tmp / "out"), *set_args(["data.dataset=fashion_mnist", f"data.root={json.dumps(str(root))}",
                                                               "data.download=false", "data.image_size=16", "model.pretrained=false"])]
     return build
 

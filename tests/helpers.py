@@ -8,6 +8,11 @@ from fedcl.config import build_config
 from fedcl.builder import make_benchmark, make_learner, make_method, make_model
 
 
+def set_args(overrides) -> list[str]:
+    """``--set`` options for the command line, one per ``key=value`` override."""
+    return [a for o in overrides for a in ("--set", o)]
+
+
 def tiny_learner(lite0, base: list[str], *overrides: str, machine: bool = True):
     """(config, benchmark, model, learner) on the smoke preset with a private copy of the backbone
     (``machine=False``: settings this machine would refuse, e.g. autocast on a CPU)."""

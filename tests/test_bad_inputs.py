@@ -26,6 +26,7 @@ from fedcl.config import build_config
 from fedcl.data.idx import write_idx
 from fedcl.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, save_checkpoint
 from fedcl.federation.settings import FedRunConfig
+from helpers import set_args
 
 from tests.cases_reliability import RELIABILITY_CASES
 from tests.test_data import _write_cifar, write_fake_fmnist
@@ -34,11 +35,11 @@ Case = tuple[str, Callable[[Path], list[str]], str]
 
 
 def train(*overrides: str) -> Callable[[Path], list[str]]:
-    return lambda tmp: ["train", "-q", "-o", str(tmp / "out"), *[a for o in overrides for a in ("--set", o)]]
+    return lambda tmp: ["train", "-q", "-o", str(tmp / "out"), *set_args(overrides)]
 
 
 def simulate(*overrides: str) -> Callable[[Path], list[str]]:
-    return lambda tmp: ["simulate", "-q", "-p", "fedsmoke", "-o", str(tmp / "out"), *[a for o in overrides for a in ("--set", o)]]
+    return lambda tmp: ["simulate", "-q", "-p", "fedsmoke", "-o", str(tmp / "out"), *set_args(overrides)]
 
 
 def with_file(name: str, content: bytes | str, *overrides: str, key: str = "--config", command: str = "train") -> Callable[[Path], list[str]]:
@@ -58,7 +59,7 @@ def with_data(make: Callable[[Path], None], *overrides: str) -> Callable[[Path],
         root.mkdir()
         make(root)
         sets = [f"data.root={json.dumps(str(root))}", "data.download=false", *overrides]
-        return ["train", "-q", "-o", str(tmp / "out"), *[a for o in sets for a in ("--set", o)]]
+        return ["train", "-q", "-o", str(tmp / "out"), *set_args(sets)]
     return build
 
 
@@ -156,7 +157,7 @@ def checkpoint(kind: str) -> Callable[[Path], list[str]]:
             save_checkpoint(path, Checkpoint(2, cfg.to_dict(), {"global/transform.delta": torch.zeros(3)}, {}))
         elif kind == "bad-meta":
             save_file({"x": torch.zeros(1)}, str(path), metadata={"format": "fedcl-checkpoint/1", "round": "two", "config": "{", "state": "{}"})
-        return ["simulate", "-q", "-p", "fedsmoke", "-o", str(out), "--resume", *[a for o in SMOKE for a in ("--set", o)]]
+        return ["simulate", "-q", "-p", "fedsmoke", "-o", str(out), "--resume", *set_args(SMOKE)]
     return build
 
 

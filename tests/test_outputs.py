@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from fedcl.cli import main
 from fedcl.federation.checkpoint import CHECKPOINT_FILE, STAGED_CHECKPOINT_FILE
 from fedcl.outputs import prepare_out_dir, staged, write_text_atomic
+from helpers import set_args
 from tests.cases_reliability import INLINE
 
 #: a replay buffer gives the simulated clients state files on disk, which must survive too
@@ -25,7 +26,7 @@ RUN = [*INLINE, "method.plugins.replay.buffer_size=8"]
 
 
 def _argv(out: Path, *overrides: str) -> list[str]:
-    return ["simulate", "-q", "-p", "fedsmoke", "-o", str(out), *[a for o in [*RUN, *overrides] for a in ("--set", o)]]
+    return ["simulate", "-q", "-p", "fedsmoke", "-o", str(out), *set_args([*RUN, *overrides])]
 
 
 def _hashes(out: Path) -> dict[str, str]:

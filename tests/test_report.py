@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 from fedcl import figures
 from fedcl.analysis import summarize_runs
 from fedcl.cli import main
+from helpers import set_args
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 TINY = ["data.max_train_per_class=20", "data.max_test_per_class=10"]
@@ -31,19 +32,15 @@ def fedcl(*args):
 COMMON_OPTIONS = ["federation.quantization=int8", "federation.strategy=fedprox", "federation.task_order=per_client", "federation.partition=shard"]
 
 
-def sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny federated run (with a TensorBoard log and the options users set most: int8 updates, FedProx, a
     per-client task order, label shards) and a tiny single-device run; their console output."""
     root = tmp_path_factory.mktemp("runs")
     fed = fedcl("simulate", "-p", "fedsmoke", "-o", str(root / "fed"), "--log", "tensorboard",
-                *sets([*TINY, "seed=3", "federation.backend=inline", 'federation.device_profiles=["phone"]', *COMMON_OPTIONS]))
+                *set_args([*TINY, "seed=3", "federation.backend=inline", 'federation.device_profiles=["phone"]', *COMMON_OPTIONS]))
     assert fed.returncode == 0, fed.stderr[-3000:]
-    single = fedcl("train", "-q", "-p", "smoke", "-o", str(root / "single"), *sets([*TINY, "train.epochs=1"]))
+    single = fedcl("train", "-q", "-p", "smoke", "-o", str(root / "single"), *set_args([*TINY, "train.epochs=1"]))
     assert single.returncode == 0, single.stderr[-3000:]
     return {"root": root, "fed": fed, "single": single}
 

@@ -21,6 +21,7 @@ from fedcl.federation.settings import FedRunConfig
 from fedcl.federation.simulation import run_ray_simulation
 from fedcl.runner import without_wall_clock
 from fedcl.state_files import GLOBAL_MODEL_FILE, load_state_file
+from helpers import set_args
 
 
 #: a crash of a sampled client in rounds 1 and 3 (the seed samples clients 1, 2 in round 1 and 0, 2 in round 3)
@@ -103,7 +104,7 @@ def test_a_run_killed_inline_resumes_on_another_ray_cluster_to_the_same_results(
     in-process backend is killed (SIGKILL) after its round-2 checkpoint, and resumed with ``--resume`` attached to a
     cluster started with ``ray start`` and one CPU (one worker runs the clients in another order). Backend, cluster,
     worker count and the kill are execution details: same seed, same results, bit for bit."""
-    args = [sys.executable, "-m", "fedcl", "simulate", "-q", "-p", "fedsmoke", *[a for o in OVERRIDES for a in ("--set", o)]]
+    args = [sys.executable, "-m", "fedcl", "simulate", "-q", "-p", "fedsmoke", *set_args(OVERRIDES)]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*args, "--set", "federation.backend=inline", "-o", str(killed)])
     try:
