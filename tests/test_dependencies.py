@@ -58,7 +58,10 @@ def test_an_edge_client_runs_without_any_extra(tmp_path):
         assert code == 0, code
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]  # any import of a blocked module raises in that process
-    assert (tmp_path / "edge" / "results.json").exists()
+    r = json.loads((tmp_path / "edge" / "results.json").read_text())
+    # -q: one line, the headline figures and where the results are
+    line = f"final accuracy {r['final_avg_accuracy']:.3f}, forgetting {r['avg_forgetting']:.3f}; results: {tmp_path / 'edge' / 'results.json'}"
+    assert proc.stdout.splitlines() == [line]
 
 
 def test_a_node_answers_the_servers_query_without_importing_model_code():
@@ -177,3 +180,37 @@ def test_listing_and_checking_backbone_names_imports_neither_timm_nor_torchvisio
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("refused: ") and "resnet9000" in proc.stdout
+
+
+def test_a_backbone_is_built_without_importing_torch_dynamo_and_compiling_still_works():
+    """timm and torchvision touch torch._dynamo at import (2 CPU-s of every ClientApp message); fedcl defers it until
+    something uses it. The stand-ins must behave as the real thing once it is loaded."""
+    proc = run_blocked([], """
+        import sys, torch
+        from fedcl.backbones import create_backbone
+        from fedcl.vision_imports import dynamo_deferred
+        backbone = create_backbone("efficientnet_lite0")
+        assert backbone(torch.zeros(1, 3, 32, 32)).shape == (1, 1280)
+        assert "torch._dynamo" not in sys.modules, "building and running the default backbone imported torch._dynamo"
+        with dynamo_deferred():  # as torchvision and timm decorate functions at import
+            @torch.compiler.disable
+            def add_one(x):
+                return x + 1
+        assert add_one(torch.ones(1)).item() == 2.0
+        assert "torch._dynamo" not in sys.modules, "calling a function decorated meanwhile imported torch._dynamo"
+        with dynamo_deferred():  # any other use of torch._dynamo meanwhile loads the real package
+            from torch._dynamo import config
+        assert "torch._dynamo" in sys.modules and hasattr(config, "cache_size_limit") and hasattr(torch._dynamo, "optimize")
+        roi_align = sys.modules["torchvision.ops.roi_align"]  # (the package's attribute of that name is the function)
+        from torch._dynamo.utils import is_compile_supported
+        assert roi_align.is_compile_supported is not is_compile_supported
+        assert [roi_align.is_compile_supported(d) for d in ("cpu", "meta")] == [is_compile_supported(d) for d in ("cpu", "meta")]
+        from torch._dynamo.testing import CompileCounter
+        counter = CompileCounter()
+        compiled = torch.compile(lambda x: add_one(x * 2) * 3, backend=counter)
+        assert compiled(torch.ones(1)).item() == 9.0
+        print("graphs", counter.frame_count)
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # add_one stays disabled under torch.compile: a graph before it and one after it (one graph if it were traced)
+    assert proc.stdout.split()[-2:] == ["graphs", "2"]

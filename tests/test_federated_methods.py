@@ -45,8 +45,9 @@ LIGHT = "transform. head.".split()
     ("input_tuning", [], LIGHT),
     ("head_only", ["method.name=head_only"], ["head."]),
     ("ncm", ["method.name=head_only", "model.head.name=ncm"], ["head."]),
-    ("partial_finetune", ["method.name=partial_finetune", "method.options.stages=1"], ["head.", "backbone.model.blocks.6.", "backbone.model.conv_head", "backbone.model.bn2"]),
-    ("finetune", ["method.name=finetune"], ["head.", "backbone."]),
+    # the fine-tuning methods are not asked to learn here (see below): one round per task shows what they exchange
+    ("partial_finetune", ["method.name=partial_finetune", "method.options.stages=1", "federation.rounds_per_task=1"], ["head.", "backbone.model.blocks.6.", "backbone.model.conv_head", "backbone.model.bn2"]),
+    ("finetune", ["method.name=finetune", "federation.rounds_per_task=1"], ["head.", "backbone."]),
     ("ewc", ["method.plugins.ewc.strength=100.0", "method.plugins.ewc.fisher_samples=2"], LIGHT),
     ("lwf", ["method.plugins.lwf={}"], LIGHT),
     ("replay", ["method.plugins.replay.buffer_size=16"], LIGHT),

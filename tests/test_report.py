@@ -35,12 +35,12 @@ COMMON_OPTIONS = ["federation.quantization=int8", "federation.strategy=fedprox",
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny federated run (with a TensorBoard log and the options users set most: int8 updates, FedProx, a
-    per-client task order, label shards) and a tiny single-device run; their console output."""
+    per-client task order, label shards) and a tiny single-device run of the smoke preset; their console output."""
     root = tmp_path_factory.mktemp("runs")
     fed = fedcl("simulate", "-p", "fedsmoke", "-o", str(root / "fed"), "--log", "tensorboard",
                 *set_args([*TINY, "seed=3", "federation.backend=inline", 'federation.device_profiles=["phone"]', *COMMON_OPTIONS]))
     assert fed.returncode == 0, fed.stderr[-3000:]
-    single = fedcl("train", "-q", "-p", "smoke", "-o", str(root / "single"), *set_args([*TINY, "train.epochs=1"]))
+    single = fedcl("train", "-p", "smoke", "-o", str(root / "single"), *set_args([*TINY, "train.epochs=1"]))
     assert single.returncode == 0, single.stderr[-3000:]
     return {"root": root, "fed": fed, "single": single}
 
@@ -138,14 +138,23 @@ def test_a_federated_run_through_the_command_line_applies_its_options(runs):
     assert r["final_avg_accuracy"] > 0.4  # 4 classes: chance is 0.25
 
 
-def test_progress_bar_and_quiet_line(runs):
+def test_progress_bar_and_results_tables(runs):
     fed, single = runs["fed"], runs["single"]
     assert re.search(r"rounds .*4/4 accuracy 0\.\d{3}", fed.stdout), fed.stdout[-2000:]
     assert "[ROUND" not in fed.stdout + fed.stderr  # Flower's log lines only with -v
     assert "fedcl federated results" in fed.stdout
+    assert "fedcl results" in single.stdout  # (a run with -q prints one line: tests/test_dependencies.py)
+
+
+def test_a_single_device_run_through_the_command_line(runs):
     r = results_of(runs["root"] / "single")
-    line = f"final accuracy {r['final_avg_accuracy']:.3f}, forgetting {r['avg_forgetting']:.3f}; results: {runs['root'] / 'single' / 'results.json'}"
-    assert single.stdout.splitlines() == [line]
+    for key in ("config", "method", "scenario", "num_tasks", "accuracy_matrix", "final_avg_accuracy", "avg_forgetting",
+                "bwt", "trainable_params", "backbone_params", "wall_time_s"):
+        assert key in r
+    assert r["num_tasks"] == 3 and len(r["accuracy_matrix"]) == 3
+    chance = 1 / 6  # class-incremental over 3 tasks x 2 classes
+    assert r["final_avg_accuracy"] > 2 * chance
+    assert r["backbone_params"] > 100 * r["trainable_params"] > 0
 
 
 def test_tensorboard_events_read_back_equal_results(runs):

@@ -12,15 +12,15 @@ import torch
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import load_weights, split_stages
 from fedcl.errors import ConfigError, DataError
+from fedcl.vision_imports import import_vision
 
 ARCH = "tf_efficientnet_lite0"
 
 
 def _create_timm_model(**kwargs) -> torch.nn.Module:
-    """timm's architecture with random weights; timm is imported here, not at import (it pulls torchvision and
-    torch._dynamo: 3 s that listing or checking names does not need)."""
-    import timm
-
+    """timm's architecture with random weights; timm is imported here, not at import (it pulls torch and
+    torchvision: 3 s that listing or checking names does not need)."""
+    timm = import_vision("timm")
     return timm.create_model(ARCH, pretrained=False, **kwargs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import feature_dim_of, load_weights, offline_weights_error, split_stages
+from fedcl.vision_imports import import_vision
 
 SHORT_NAMES = {
     "resnet18": "resnet18",
@@ -15,7 +16,7 @@ SHORT_NAMES = {
 
 
 def build_timm(arch: str, *, pretrained: bool, weights: str | None, name: str) -> FrozenBackbone:
-    import timm  # here, not at import: timm pulls torchvision and torch._dynamo (3 s), which listing names does not need
+    timm = import_vision("timm")  # here, not at import: timm pulls torch and torchvision (3 s), which listing names does not need
 
     kwargs = {"dynamic_img_size": True} if arch.startswith(("vit", "deit")) else {}
     try:

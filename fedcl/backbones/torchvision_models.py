@@ -7,6 +7,7 @@ from torch import nn
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import feature_dim_of, load_weights, offline_weights_error, split_stages
 from fedcl.errors import ConfigError
+from fedcl.vision_imports import import_vision
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -15,7 +16,7 @@ _CLASSIFIER_ATTRS = ("fc", "classifier", "heads", "head")
 
 @BACKBONES.register("torchvision:")
 def any_torchvision(arch: str, *, pretrained: bool = True, weights: str | None = None) -> FrozenBackbone:
-    import torchvision  # here, not at import (seconds)
+    torchvision = import_vision("torchvision")  # here, not at import (seconds)
 
     name = f"torchvision:{arch}"
     if arch not in torchvision.models.list_models():

@@ -21,6 +21,7 @@ from fedcl.data.image_folder import scan_image_folder
 from fedcl.data.safe_pickle import load_data_pickle
 from fedcl.errors import DataError
 from fedcl.registry import Registry
+from fedcl.vision_imports import import_vision
 
 DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset", key="data.dataset")
 
@@ -69,8 +70,7 @@ def fashion_mnist(root: Path | None = None, download: bool = False) -> DatasetSp
     folder = _idx_folder([c for c in candidates if c is not None])
     where = root or f"{cache} or {SYSTEM_FASHION_MNIST}"
     if folder is None and download:
-        import torchvision
-
+        torchvision = import_vision("torchvision")
         try:
             torchvision.datasets.FashionMNIST(str(root or cache), download=True)
         except Exception as exc:  # offline, proxy, disk full...
@@ -120,8 +120,7 @@ def _read_cifar(name: str, root: Path | None, download: bool) -> DatasetSplits:
     base = root or default_cache_dir()
     folder = base / folder_name
     if not folder.is_dir() and download:
-        import torchvision
-
+        torchvision = import_vision("torchvision")
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         try:
             torchvision.datasets.utils.download_and_extract_archive(cls.url, str(base), filename=cls.filename, md5=cls.tgz_md5)
@@ -174,7 +173,7 @@ def imagefolder(root: Path | None = None, download: bool = False, size: int = 64
     if root is None:
         raise DataError("dataset 'imagefolder' needs data.root (a folder with train/ and test/ subfolders)")
     from PIL import Image
-    from torchvision.transforms import functional as TF
+    TF = import_vision("torchvision.transforms.functional")
 
     splits = {}
     class_names: list[str] | None = None

@@ -1,0 +1,104 @@
+"""Import timm and torchvision without importing ``torch._dynamo`` (2 CPU-s of every process that builds a backbone).
+
+Both packages touch torch's compiler at import, not to compile anything: torchvision's ``ops.roi_align`` imports
+``torch._dynamo.utils.is_compile_supported``, and a few functions in torchvision and timm are decorated with
+``torch.compiler.disable``. fedcl runs frozen backbones eagerly, so every process that builds one (each ClientApp
+message in a deployment, each CLI run, each Ray worker) paid for a compiler it never used. While these packages are
+imported, :func:`import_vision` serves those two names with stand-ins that load the real ``torch._dynamo`` on first
+use; any other use of ``torch._dynamo`` during the import loads the real one at once, so the import never fails for
+lack of it. Once anything has loaded ``torch._dynamo``, imports are plain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import sys
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+DYNAMO = "torch._dynamo"
+DYNAMO_UTILS = "torch._dynamo.utils"
+
+
+def import_vision(name: str) -> types.ModuleType:
+    """``importlib.import_module(name)`` for timm, torchvision or their submodules, deferring ``torch._dynamo``."""
+    if name in sys.modules:
+        return sys.modules[name]
+    with dynamo_deferred():
+        return importlib.import_module(name)
+
+
+class _DeferredModule(types.ModuleType):
+    """A stand-in for a module of ``torch._dynamo``: any name it does not hold loads the real package first. Dunder
+    names do not (``inspect.getmodule`` asks every module in ``sys.modules`` for ``__file__``, ``from m import x``
+    asks ``m`` for ``__path__``), except the package's ``__path__``: importing from it needs the real package."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__") and attr.endswith("__") and (attr, self.__name__) != ("__path__", DYNAMO):
+            raise AttributeError(attr)
+        _load_real_dynamo()
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+def _load_real_dynamo() -> types.ModuleType:
+    for name in (DYNAMO_UTILS, DYNAMO):
+        if isinstance(sys.modules.get(name), _DeferredModule):
+            del sys.modules[name]
+    torch = importlib.import_module("torch")
+    if isinstance(torch.__dict__.get("_dynamo"), _DeferredModule):
+        del torch._dynamo
+    return importlib.import_module(DYNAMO)
+
+
+def _is_compile_supported(device_type: str) -> bool:
+    from torch._dynamo.utils import is_compile_supported
+
+    return is_compile_supported(device_type)
+
+
+def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, reason: str | None = None) -> Any:
+    """``torch.compiler.disable`` that wraps now and disables on the first call made while compiling is possible."""
+    if fn is None:
+        return functools.partial(_deferred_disable, recursive=recursive, reason=reason)
+    disabled: list[Callable] = []
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not disabled and DYNAMO not in sys.modules:  # nothing can be compiling before torch._dynamo is loaded
+            return fn(*args, **kwargs)
+        if not disabled:
+            import torch.compiler
+
+            disabled.append(torch.compiler.disable(fn, recursive, reason=reason))
+        return disabled[0](*args, **kwargs)
+
+    return call
+
+
+@contextlib.contextmanager
+def dynamo_deferred() -> Iterator[None]:
+    """Within the block, ``torch._dynamo`` and ``torch._dynamo.utils`` are stand-ins and ``torch.compiler.disable``
+    defers; all three are restored on leaving it. Nothing changes when ``torch._dynamo`` is loaded already."""
+    import torch.compiler
+
+    if DYNAMO in sys.modules:
+        yield
+        return
+
+    package, utils = _DeferredModule(DYNAMO), _DeferredModule(DYNAMO_UTILS)
+    utils.is_compile_supported = _is_compile_supported
+    real_disable = torch.compiler.disable
+    sys.modules[DYNAMO], sys.modules[DYNAMO_UTILS] = package, utils
+    torch.compiler.disable = _deferred_disable
+    try:
+        yield
+    finally:
+        torch.compiler.disable = real_disable
+        for name, stand_in in ((DYNAMO_UTILS, utils), (DYNAMO, package)):
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+        if torch.__dict__.get("_dynamo") is package:
+            del torch._dynamo
