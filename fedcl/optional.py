@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from types import ModuleType
 
 from fedcl.errors import FedclError
@@ -33,8 +35,37 @@ def require_ray() -> ModuleType:
 
 
 def require_partitioners() -> ModuleType:
-    """flwr-datasets, to split one shared dataset over clients (the ``simulation`` extra)."""
-    return require("flwr_datasets", "simulation", "splitting one shared dataset over clients (federation.partition)", "flwr-datasets")
+    """``flwr_datasets.partitioner``, to split one shared dataset over clients (the ``simulation`` extra).
+
+    Imported without ``flwr_datasets/__init__.py``, which also imports its plotting and metrics (matplotlib, seaborn:
+    2.3 of the 3.5 CPU-s that the import costs every process that splits a dataset)."""
+    try:
+        return import_without_package_init("flwr_datasets.partitioner")
+    except ImportError:
+        raise MissingExtraError("splitting one shared dataset over clients (federation.partition) needs flwr-datasets; "
+                                "install the simulation extra: pip install 'fedcl[simulation]'") from None
+
+
+def import_without_package_init(name: str) -> ModuleType:
+    """``import name`` (a submodule) without running its top package's ``__init__`` when the package is not imported
+    yet: a stand-in package module holds its path while the submodule imports, and is removed afterwards, so a later
+    ``import package`` runs the real ``__init__`` (which then reuses the submodule). Falls back to a plain import
+    when the submodule needs something the package's ``__init__`` defines."""
+    package = name.partition(".")[0]
+    spec = None if package in sys.modules else importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return importlib.import_module(name)
+    stand_in = ModuleType(package)
+    stand_in.__path__, stand_in.__spec__ = list(spec.submodule_search_locations), spec
+    sys.modules[package] = stand_in
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pass
+    finally:
+        if sys.modules.get(package) is stand_in:
+            del sys.modules[package]
+    return importlib.import_module(name)
 
 
 def require_accountant() -> ModuleType:

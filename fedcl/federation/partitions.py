@@ -23,15 +23,13 @@ from fedcl.optional import require_partitioners
 
 
 def _partitioner(kind: str, num_clients: int, alpha: float, shards_per_client: int, seed: int):
-    require_partitioners()
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
-
+    partitioners = require_partitioners()
     if kind == "iid":
-        return IidPartitioner(num_partitions=num_clients)
+        return partitioners.IidPartitioner(num_partitions=num_clients)
     if kind == "dirichlet":
-        return DirichletPartitioner(num_partitions=num_clients, partition_by="label", alpha=alpha, min_partition_size=0, seed=seed)
+        return partitioners.DirichletPartitioner(num_partitions=num_clients, partition_by="label", alpha=alpha, min_partition_size=0, seed=seed)
     if kind == "shard":
-        return ShardPartitioner(num_partitions=num_clients, partition_by="label", num_shards_per_partition=shards_per_client, seed=seed)
+        return partitioners.ShardPartitioner(num_partitions=num_clients, partition_by="label", num_shards_per_partition=shards_per_client, seed=seed)
     raise ConfigError(f"federation.partition '{kind}' is not one of iid, dirichlet, shard")
 
 
