@@ -30,10 +30,11 @@ from fedcl.federation.simulation import run_federated
 from fedcl.heads.lda import LinearDiscriminant
 from fedcl.heads.ridge import RidgeHead
 from fedcl.heads.statistics import pack_upper
-from tests.test_federated_statistics import assert_same_head, config, federated_model, rel_diff
+from tests.test_federated_statistics import RANPAC, assert_same_head, config, federated_model, rel_diff
 
+#: RanPAC's 256-d statistics (D = 256): the factor logic is the same at any D, and D = 1280 costs 5x the time
 FULL = ["federation.partition=iid", "federation.fraction_train=1.0", 'federation.device_profiles=["server"]',
-        "federation.boundary_jitter=0"]
+        "federation.boundary_jitter=0", RANPAC]
 FACTOR = GRAM_KEY + "::factor"
 
 
@@ -126,9 +127,9 @@ def test_tiny_clients_send_factors_and_the_head_equals_the_packed_upload(tmp_pat
     d = model.head.statistic_dim
     first = factored["communication"]["per_round"][0]["per_client_up"]
     assert first.keys() == packed["communication"]["per_round"][0]["per_client_up"].keys() and first
-    for pid, up in first.items():  # a handful of samples: a few rows of D values, not D(D+1)/2
-        assert up < 8 * d * (d + 1) // 2 / 20, (pid, up)
-    assert factored["communication"]["bytes_up"] < packed["communication"]["bytes_up"] / 20
+    for pid, up in first.items():  # a handful of samples (~16): a few rows of D values, not D(D+1)/2 (2 x 16 / D = 1/8)
+        assert up < 8 * d * (d + 1) // 2 / 5, (pid, up)
+    assert factored["communication"]["bytes_up"] < packed["communication"]["bytes_up"] / 5
     assert factored["rejected_updates"] == [] == packed["rejected_updates"]
 
 

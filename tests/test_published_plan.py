@@ -52,7 +52,7 @@ def test_a_cell_runs_on_tiny_generated_cifar100(gpu_machine, tmp_path):
     tiny = [f'data.root="{tmp_path}"', "data.download=false", "model.pretrained=false", "model.backbone=timm:vit_tiny_patch16_224",
             "data.max_train_per_class=1", "data.max_test_per_class=1", "federation.num_clients=2", "federation.rounds_per_task=1",
             "federation.backend=inline", "federation.client_num_gpus=0", "federation.client_num_cpus=1", "train.device=cpu",
-            "federation.evaluate_every_round=false"]
+            "federation.evaluate_every_round=false", "data.image_size=32"]  # (the cell's 224 px: test_every_cell_is_the_published_setting)
     cfg = build_config(plan.preset, None, [*cell.overrides, *tiny], schema=FedRunConfig)
     results = run_federated(cfg, tmp_path / "out", quiet=True)
     assert results["num_tasks"] == 10 and len(results["accuracy_matrix"]) == 10
