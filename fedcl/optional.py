@@ -48,24 +48,29 @@ def require_partitioners() -> ModuleType:
 
 def import_without_package_init(name: str) -> ModuleType:
     """``import name`` (a submodule) without running its top package's ``__init__`` when the package is not imported
-    yet: a stand-in package module holds its path while the submodule imports, and is removed afterwards, so a later
-    ``import package`` runs the real ``__init__`` (which then reuses the submodule). Falls back to a plain import
-    when the submodule needs something the package's ``__init__`` defines."""
+    yet: a stand-in package module holds its path while the submodule imports. Afterwards every module of the package
+    that the import loaded is taken out of ``sys.modules`` again (the caller keeps the one it asked for), so a later
+    ``import package`` imports the whole package as usual. Falls back to a plain import when the submodule needs
+    something the package's ``__init__`` defines. (Another thread importing the package meanwhile would see the
+    stand-in; fedcl splits datasets before it starts threads.)"""
     package = name.partition(".")[0]
     spec = None if package in sys.modules else importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return importlib.import_module(name)
     stand_in = ModuleType(package)
     stand_in.__path__, stand_in.__spec__ = list(spec.submodule_search_locations), spec
-    sys.modules[package] = stand_in
+    before = set(sys.modules)
+    module = None
     try:
-        return importlib.import_module(name)
+        sys.modules[package] = stand_in
+        module = importlib.import_module(name)
     except ImportError:
         pass
     finally:
-        if sys.modules.get(package) is stand_in:
-            del sys.modules[package]
-    return importlib.import_module(name)
+        for loaded in set(sys.modules) - before:
+            if loaded == package or loaded.startswith(package + "."):
+                del sys.modules[loaded]
+    return module if module is not None else importlib.import_module(name)
 
 
 def require_accountant() -> ModuleType:

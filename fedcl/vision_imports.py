@@ -15,6 +15,7 @@ import contextlib
 import functools
 import importlib
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -59,46 +60,56 @@ def _is_compile_supported(device_type: str) -> bool:
     return is_compile_supported(device_type)
 
 
+def _dynamo_loaded() -> bool:
+    """The real ``torch._dynamo`` is imported (a stand-in does not count)."""
+    return DYNAMO in sys.modules and not isinstance(sys.modules[DYNAMO], _DeferredModule)
+
+
 def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, reason: str | None = None) -> Any:
-    """``torch.compiler.disable`` that wraps now and disables on the first call made while compiling is possible."""
+    """``torch.compiler.disable`` that wraps now and disables on the first call made once compiling is possible."""
     if fn is None:
         return functools.partial(_deferred_disable, recursive=recursive, reason=reason)
     disabled: list[Callable] = []
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        if not disabled and DYNAMO not in sys.modules:  # nothing can be compiling before torch._dynamo is loaded
+        if not disabled and not _dynamo_loaded():  # nothing can be compiling before torch._dynamo is loaded
             return fn(*args, **kwargs)
-        if not disabled:
-            import torch.compiler
-
-            disabled.append(torch.compiler.disable(fn, recursive, reason=reason))
+        if not disabled:  # torch's own disable (``reason`` is new in torch 2.8: passed only when given)
+            disabled.append(_REAL_DISABLE[0](fn, recursive, **({"reason": reason} if reason is not None else {})))
         return disabled[0](*args, **kwargs)
 
     return call
 
 
+#: torch's ``torch.compiler.disable``, kept when the first window opens (windows never overlap: :data:`_WINDOW`)
+_REAL_DISABLE: list[Callable] = []
+_WINDOW = threading.RLock()
+
+
 @contextlib.contextmanager
 def dynamo_deferred() -> Iterator[None]:
     """Within the block, ``torch._dynamo`` and ``torch._dynamo.utils`` are stand-ins and ``torch.compiler.disable``
-    defers; all three are restored on leaving it. Nothing changes when ``torch._dynamo`` is loaded already."""
+    defers; all three are restored on leaving it, also on an error. Nothing changes when ``torch._dynamo`` (or a
+    stand-in of an enclosing block) is in ``sys.modules`` already. One block at a time in the process."""
     import torch.compiler
 
-    if DYNAMO in sys.modules:
-        yield
-        return
-
-    package, utils = _DeferredModule(DYNAMO), _DeferredModule(DYNAMO_UTILS)
-    utils.is_compile_supported = _is_compile_supported
-    real_disable = torch.compiler.disable
-    sys.modules[DYNAMO], sys.modules[DYNAMO_UTILS] = package, utils
-    torch.compiler.disable = _deferred_disable
-    try:
-        yield
-    finally:
-        torch.compiler.disable = real_disable
-        for name, stand_in in ((DYNAMO_UTILS, utils), (DYNAMO, package)):
-            if sys.modules.get(name) is stand_in:
-                del sys.modules[name]
-        if torch.__dict__.get("_dynamo") is package:
-            del torch._dynamo
+    with _WINDOW:
+        if DYNAMO in sys.modules:
+            yield
+            return
+        package, utils = _DeferredModule(DYNAMO), _DeferredModule(DYNAMO_UTILS)
+        utils.is_compile_supported = _is_compile_supported
+        if not _REAL_DISABLE:
+            _REAL_DISABLE.append(torch.compiler.disable)
+        try:
+            sys.modules[DYNAMO], sys.modules[DYNAMO_UTILS] = package, utils
+            torch.compiler.disable = _deferred_disable
+            yield
+        finally:
+            torch.compiler.disable = _REAL_DISABLE[0]
+            for name, stand_in in ((DYNAMO_UTILS, utils), (DYNAMO, package)):
+                if sys.modules.get(name) is stand_in:
+                    del sys.modules[name]
+            if torch.__dict__.get("_dynamo") is package:
+                del torch._dynamo
