@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import sys
@@ -34,6 +35,7 @@ def require_ray() -> ModuleType:
     return require("ray", "simulation", "federation.backend=ray")
 
 
+@functools.cache  # (the module is kept here: the import leaves it out of sys.modules)
 def require_partitioners() -> ModuleType:
     """``flwr_datasets.partitioner``, to split one shared dataset over clients (the ``simulation`` extra).
 
