@@ -35,7 +35,7 @@ def require_ray() -> ModuleType:
     return require("ray", "simulation", "federation.backend=ray")
 
 
-@functools.cache  # (the module is kept here: the import leaves it out of sys.modules)
+@functools.cache
 def require_partitioners() -> ModuleType:
     """``flwr_datasets.partitioner``, to split one shared dataset over clients (the ``simulation`` extra).
 
@@ -50,29 +50,28 @@ def require_partitioners() -> ModuleType:
 
 def import_without_package_init(name: str) -> ModuleType:
     """``import name`` (a submodule) without running its top package's ``__init__`` when the package is not imported
-    yet: a stand-in package module holds its path while the submodule imports. Afterwards every module of the package
-    that the import loaded is taken out of ``sys.modules`` again (the caller keeps the one it asked for), so a later
-    ``import package`` imports the whole package as usual. Falls back to a plain import when the submodule needs
-    something the package's ``__init__`` defines. (Another thread importing the package meanwhile would see the
-    stand-in; fedcl splits datasets before it starts threads.)"""
+    yet: a stand-in package module holds its path while the submodule imports, and is removed afterwards, so a later
+    ``import package`` runs the real ``__init__``, which reuses the modules already loaded (one copy of each class).
+    Falls back to a plain import when the submodule needs something the package's ``__init__`` defines.
+    Known limit: a submodule loaded meanwhile that the package's ``__init__`` does not import itself (for
+    flwr-datasets: ``common``) is not an attribute of the real package later; ``from package.sub import x`` and
+    ``import package.sub as s`` still work. (Another thread importing the package meanwhile would see the stand-in;
+    fedcl splits datasets before it starts threads.)"""
     package = name.partition(".")[0]
     spec = None if package in sys.modules else importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return importlib.import_module(name)
     stand_in = ModuleType(package)
     stand_in.__path__, stand_in.__spec__ = list(spec.submodule_search_locations), spec
-    before = set(sys.modules)
-    module = None
     try:
         sys.modules[package] = stand_in
-        module = importlib.import_module(name)
+        return importlib.import_module(name)
     except ImportError:
         pass
     finally:
-        for loaded in set(sys.modules) - before:
-            if loaded == package or loaded.startswith(package + "."):
-                del sys.modules[loaded]
-    return module if module is not None else importlib.import_module(name)
+        if sys.modules.get(package) is stand_in:
+            del sys.modules[package]
+    return importlib.import_module(name)
 
 
 def require_accountant() -> ModuleType:
