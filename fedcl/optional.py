@@ -6,6 +6,7 @@ import functools
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 from fedcl.errors import FedclError
@@ -15,10 +16,11 @@ class MissingExtraError(FedclError):
     """A command needs a package of an optional extra that is not installed."""
 
 
-def require(module: str, extra: str, purpose: str, package: str | None = None) -> ModuleType:
-    """``import module``, or a :class:`MissingExtraError` naming ``pip install 'fedcl[extra]'``."""
+def require(module: str, extra: str, purpose: str, package: str | None = None,
+            importer: Callable[[str], ModuleType] = importlib.import_module) -> ModuleType:
+    """``importer(module)``, or a :class:`MissingExtraError` naming ``pip install 'fedcl[extra]'``."""
     try:
-        return importlib.import_module(module)
+        return importer(module)
     except ImportError:
         raise MissingExtraError(f"{purpose} needs {package or module.split('.')[0]}; install the {extra} extra: "
                                 f"pip install 'fedcl[{extra}]'") from None
@@ -41,11 +43,8 @@ def require_partitioners() -> ModuleType:
 
     Imported without ``flwr_datasets/__init__.py``, which also imports its plotting and metrics (matplotlib, seaborn:
     2.3 of the 3.5 CPU-s that the import costs every process that splits a dataset)."""
-    try:
-        return import_without_package_init("flwr_datasets.partitioner")
-    except ImportError:
-        raise MissingExtraError("splitting one shared dataset over clients (federation.partition) needs flwr-datasets; "
-                                "install the simulation extra: pip install 'fedcl[simulation]'") from None
+    return require("flwr_datasets.partitioner", "simulation", "splitting one shared dataset over clients (federation.partition)",
+                   "flwr-datasets", importer=import_without_package_init)
 
 
 def import_without_package_init(name: str) -> ModuleType:
