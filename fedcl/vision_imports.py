@@ -45,13 +45,18 @@ class _DeferredModule(types.ModuleType):
 
 
 def _load_real_dynamo() -> types.ModuleType:
+    _remove_stand_ins()
+    return importlib.import_module(DYNAMO)
+
+
+def _remove_stand_ins() -> None:
+    """Take the stand-ins out of ``sys.modules`` and off ``torch`` (the real modules stay where they are)."""
     for name in (DYNAMO_UTILS, DYNAMO):
         if isinstance(sys.modules.get(name), _DeferredModule):
             del sys.modules[name]
     torch = importlib.import_module("torch")
     if isinstance(torch.__dict__.get("_dynamo"), _DeferredModule):
         del torch._dynamo
-    return importlib.import_module(DYNAMO)
 
 
 def _is_compile_supported(device_type: str) -> bool:
@@ -108,8 +113,4 @@ def dynamo_deferred() -> Iterator[None]:
             yield
         finally:
             torch.compiler.disable = _REAL_DISABLE[0]
-            for name, stand_in in ((DYNAMO_UTILS, utils), (DYNAMO, package)):
-                if sys.modules.get(name) is stand_in:
-                    del sys.modules[name]
-            if torch.__dict__.get("_dynamo") is package:
-                del torch._dynamo
+            _remove_stand_ins()
