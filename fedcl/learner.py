@@ -19,6 +19,7 @@ from fedcl.methods.statistics import GatheredTasks
 from fedcl.model import ContinualModel
 from fedcl.precision import plan_execution
 from fedcl.sample_features import SampleFeatures, TensorLRU
+from fedcl.deferred_dynamo import dynamo_deferred
 
 class TrainSettings(TrainConfig):
     """The ``[train]`` settings plus the seed that drives shuffling."""
@@ -57,6 +58,14 @@ class FeatureCache:
         value = compute().cpu()
         self.experiences.put(key, value)
         return value
+
+
+def create_optimizer(groups: list[dict], settings: TrainConfig) -> torch.optim.Optimizer:
+    """``train.optimizer`` over ``groups``, built without importing ``torch._dynamo`` (:mod:`fedcl.deferred_dynamo`)."""
+    with dynamo_deferred():
+        if settings.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+        return torch.optim.Adam(groups, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
 class Learner:
@@ -165,12 +174,7 @@ class Learner:
     # ------------------------------------------------------------------ training
     def make_optimizer(self) -> torch.optim.Optimizer | None:
         groups = [g for g in self.param_groups if g["params"]]
-        if not groups:
-            return None
-        s = self.settings
-        if s.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        return torch.optim.Adam(groups, lr=s.lr, weight_decay=s.weight_decay)
+        return create_optimizer(groups, self.settings) if groups else None
 
     def begin_task(self, experience: Experience) -> None:
         self.current_task = experience.task_id

@@ -14,6 +14,7 @@ import torch
 
 from fedcl.config import PRECISIONS
 from fedcl.errors import ConfigError
+from fedcl.deferred_dynamo import dynamo_deferred
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -47,13 +48,17 @@ class ExecutionPlan:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.ndim == 4 else images
 
     def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
-        optimizer.zero_grad(set_to_none=True)
+        """One optimizer step; its calls into ``torch.optim`` do not import ``torch._dynamo`` (:mod:`fedcl.deferred_dynamo`)."""
+        with dynamo_deferred():
+            optimizer.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
-            optimizer.step()
+            with dynamo_deferred():
+                optimizer.step()
         else:
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
+            with dynamo_deferred():
+                scaler.step(optimizer)
             scaler.update()
 
 

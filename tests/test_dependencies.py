@@ -187,16 +187,27 @@ def test_listing_and_checking_backbone_names_imports_neither_timm_nor_torchvisio
     assert proc.stdout.strip().splitlines()[-1].startswith("refused: ") and "resnet9000" in proc.stdout
 
 
-def test_a_backbone_is_built_without_importing_torch_dynamo_and_compiling_still_works():
-    """timm and torchvision touch torch._dynamo at import (2 CPU-s of every ClientApp message); fedcl defers it until
-    something uses it. The stand-ins must behave as the real thing once it is loaded."""
+def test_a_backbone_is_built_and_trained_without_importing_torch_dynamo_and_compiling_still_works():
+    """timm, torchvision and torch.optim touch torch._dynamo (2 CPU-s of every ClientApp message); fedcl defers it
+    until something uses it. The stand-ins must behave as the real thing once it is loaded."""
     proc = run_blocked([], """
         import sys, torch
         from fedcl.backbones import create_backbone
-        from fedcl.vision_imports import dynamo_deferred
+        from fedcl.config import TrainConfig
+        from fedcl.learner import create_optimizer
+        from fedcl.precision import plan_execution
+        from fedcl.deferred_dynamo import dynamo_deferred
         backbone = create_backbone("efficientnet_lite0")
         assert backbone(torch.zeros(1, 3, 32, 32)).shape == (1, 1280)
         assert "torch._dynamo" not in sys.modules, "building and running the default backbone imported torch._dynamo"
+        plan, steps = plan_execution(torch.device("cpu")), {}
+        for name in ("adam", "sgd"):
+            w = torch.nn.Parameter(torch.full((3,), 2.0))
+            optimizer = create_optimizer([{"params": [w]}], TrainConfig(optimizer=name, lr=0.5))
+            for _ in range(2):
+                plan.backward_step((w * w).sum(), optimizer, None)
+            steps[name] = (w.detach().clone(), optimizer)
+        assert "torch._dynamo" not in sys.modules, "training with torch.optim imported torch._dynamo"
         with dynamo_deferred():  # as torchvision and timm decorate functions at import
             @torch.compiler.disable
             def add_one(x):
@@ -211,12 +222,26 @@ def test_a_backbone_is_built_without_importing_torch_dynamo_and_compiling_still_
         from torch._dynamo.utils import is_compile_supported
         assert roi_align.is_compile_supported is not is_compile_supported
         assert [roi_align.is_compile_supported(d) for d in ("cpu", "meta")] == [is_compile_supported(d) for d in ("cpu", "meta")]
+        for name, (deferred, _) in steps.items():  # the same steps with dynamo loaded (plain torch) give the same weights
+            w = torch.nn.Parameter(torch.full((3,), 2.0))
+            optimizer = create_optimizer([{"params": [w]}], TrainConfig(optimizer=name, lr=0.5))
+            for _ in range(2):
+                plan.backward_step((w * w).sum(), optimizer, None)
+            assert torch.equal(w.detach(), deferred), name
         from torch._dynamo.testing import CompileCounter
         counter = CompileCounter()
         compiled = torch.compile(lambda x: add_one(x * 2) * 3, backend=counter)
         assert compiled(torch.ones(1)).item() == 9.0
-        print("graphs", counter.frame_count)
+        optimizer = steps["adam"][1]  # its add_param_group was disabled by torch.optim while the stand-ins were in place
+        group_counter = CompileCounter()
+        def adding(x):
+            y = x * 2
+            optimizer.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))]})
+            return y * 3
+        assert torch.compile(adding, backend=group_counter)(torch.ones(1)).item() == 6.0
+        print("graphs", counter.frame_count, group_counter.frame_count)
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # add_one stays disabled under torch.compile: a graph before it and one after it (one graph if it were traced)
-    assert proc.stdout.split()[-2:] == ["graphs", "2"]
+    # functions disabled meanwhile stay disabled under torch.compile: a graph before each and one after it (1 graph for
+    # add_one and 3 for add_param_group if they were traced)
+    assert proc.stdout.split()[-3:] == ["graphs", "2", "2"]

@@ -12,7 +12,7 @@ import torch
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import load_weights, split_stages
 from fedcl.errors import ConfigError, DataError
-from fedcl.vision_imports import import_vision
+from fedcl.deferred_dynamo import import_vision
 
 ARCH = "tf_efficientnet_lite0"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import feature_dim_of, load_weights, offline_weights_error, split_stages
-from fedcl.vision_imports import import_vision
+from fedcl.deferred_dynamo import import_vision
 
 SHORT_NAMES = {
     "resnet18": "resnet18",

@@ -21,7 +21,7 @@ from fedcl.data.image_folder import scan_image_folder
 from fedcl.data.safe_pickle import load_data_pickle
 from fedcl.errors import DataError
 from fedcl.registry import Registry
-from fedcl.vision_imports import import_vision
+from fedcl.deferred_dynamo import import_vision
 
 DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset", key="data.dataset")
 

@@ -1,12 +1,14 @@
-"""Import timm and torchvision without importing ``torch._dynamo`` (2 CPU-s of every process that builds a backbone).
+"""Eager torch without ``torch._dynamo``: importing it costs about 2 CPU-s, in every process that builds a backbone or
+trains (each ClientApp message in a deployment, each CLI run, each Ray worker), for a compiler fedcl never uses.
 
-Both packages touch torch's compiler at import, not to compile anything: torchvision's ``ops.roi_align`` imports
-``torch._dynamo.utils.is_compile_supported``, and a few functions in torchvision and timm are decorated with
-``torch.compiler.disable``. fedcl runs frozen backbones eagerly, so every process that builds one (each ClientApp
-message in a deployment, each CLI run, each Ray worker) paid for a compiler it never used. While these packages are
-imported, :func:`import_vision` serves those two names with stand-ins that load the real ``torch._dynamo`` on first
-use; any other use of ``torch._dynamo`` during the import loads the real one at once, so the import never fails for
-lack of it. Once anything has loaded ``torch._dynamo``, imports are plain.
+Three things pull it in without compiling anything. torchvision's ``ops.roi_align`` imports
+``torch._dynamo.utils.is_compile_supported`` and timm and torchvision decorate a few functions with
+``torch.compiler.disable`` at import (:func:`import_vision`); ``torch.optim`` imports ``torch._dynamo`` the first
+time an optimizer adds a parameter group and around every ``step`` (``graph_break``), and wraps its methods with
+``torch._dynamo.disable`` (the learner opens :func:`dynamo_deferred` there). Inside :func:`dynamo_deferred`, stand-ins
+serve those names: ``graph_break`` does nothing (nothing can be compiling before ``torch._dynamo`` is loaded), a
+disabled function runs as it is until ``torch._dynamo`` is loaded and is disabled for real from then on, and any other
+use loads the real package at once. Once anything has loaded ``torch._dynamo``, the block changes nothing.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ def _dynamo_loaded() -> bool:
     return DYNAMO in sys.modules and not isinstance(sys.modules[DYNAMO], _DeferredModule)
 
 
-def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, reason: str | None = None) -> Any:
-    """``torch.compiler.disable`` that wraps now and disables on the first call made once compiling is possible."""
+def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, reason: str | None = None, wrapping: bool = True) -> Any:
+    """``torch.compiler.disable`` (and ``torch._dynamo.disable``, whose ``wrapping`` it accepts) that wraps now and
+    disables on the first call made once compiling is possible."""
     if fn is None:
         return functools.partial(_deferred_disable, recursive=recursive, reason=reason)
     disabled: list[Callable] = []
@@ -85,6 +88,10 @@ def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, rea
         return disabled[0](*args, **kwargs)
 
     return call
+
+
+def _no_graph_break() -> None:
+    """``torch._dynamo.graph_break`` while nothing can be compiling (``torch.optim`` calls it around every step)."""
 
 
 #: torch's ``torch.compiler.disable``, kept when the first window opens (windows never overlap: :data:`_WINDOW`)
@@ -105,6 +112,7 @@ def dynamo_deferred() -> Iterator[None]:
             return
         package, utils = _DeferredModule(DYNAMO), _DeferredModule(DYNAMO_UTILS)
         utils.is_compile_supported = _is_compile_supported
+        package.disable, package.graph_break = _deferred_disable, _no_graph_break
         if not _REAL_DISABLE:
             _REAL_DISABLE.append(torch.compiler.disable)
         try:
