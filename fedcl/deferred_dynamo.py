@@ -5,7 +5,8 @@ Three things pull it in without compiling anything. torchvision's ``ops.roi_alig
 ``torch._dynamo.utils.is_compile_supported`` and timm and torchvision decorate a few functions with
 ``torch.compiler.disable`` at import (:func:`import_vision`); ``torch.optim`` imports ``torch._dynamo`` the first
 time an optimizer adds a parameter group and around every ``step`` (``graph_break``), and wraps its methods with
-``torch._dynamo.disable`` (the learner opens :func:`dynamo_deferred` there). Inside :func:`dynamo_deferred`, stand-ins
+``torch._dynamo.disable`` (the learner opens :func:`dynamo_deferred` there; activation checkpointing, through
+``torch.utils.checkpoint``, still loads it). Inside :func:`dynamo_deferred`, stand-ins
 serve those names: ``graph_break`` does nothing (nothing can be compiling before ``torch._dynamo`` is loaded), a
 disabled function runs as it is until ``torch._dynamo`` is loaded and is disabled for real from then on, and any other
 use loads the real package at once. Once anything has loaded ``torch._dynamo``, the block changes nothing.
@@ -90,8 +91,11 @@ def _deferred_disable(fn: Callable | None = None, recursive: bool = True, *, rea
     return call
 
 
-def _no_graph_break() -> None:
-    """``torch._dynamo.graph_break`` while nothing can be compiling (``torch.optim`` calls it around every step)."""
+def _no_graph_break(msg: str = "") -> None:
+    """``torch._dynamo.graph_break``: nothing while nothing can be compiling (``torch.optim`` calls it around every
+    step); the real one once ``torch._dynamo`` is loaded (for a caller that kept this function)."""
+    if _dynamo_loaded():
+        sys.modules[DYNAMO].graph_break(msg)
 
 
 #: torch's ``torch.compiler.disable``, kept when the first window opens (windows never overlap: :data:`_WINDOW`)

@@ -200,13 +200,15 @@ def test_a_backbone_is_built_and_trained_without_importing_torch_dynamo_and_comp
         backbone = create_backbone("efficientnet_lite0")
         assert backbone(torch.zeros(1, 3, 32, 32)).shape == (1, 1280)
         assert "torch._dynamo" not in sys.modules, "building and running the default backbone imported torch._dynamo"
-        plan, steps = plan_execution(torch.device("cpu")), {}
-        for name in ("adam", "sgd"):
+        plan = plan_execution(torch.device("cpu"))
+        def train(name, scaled):  # two steps (with weight decay; loss scaling as train.precision=fp16 does)
             w = torch.nn.Parameter(torch.full((3,), 2.0))
-            optimizer = create_optimizer([{"params": [w]}], TrainConfig(optimizer=name, lr=0.5))
+            optimizer = create_optimizer([{"params": [w]}], TrainConfig(optimizer=name, lr=0.5, weight_decay=0.1))
             for _ in range(2):
-                plan.backward_step((w * w).sum(), optimizer, None)
-            steps[name] = (w.detach().clone(), optimizer)
+                plan.backward_step((w * w).sum(), optimizer, torch.amp.GradScaler("cpu") if scaled else None)
+            return w.detach().clone()
+        cases = [("adam", False), ("sgd", False), ("adam", True)]
+        deferred = {case: train(*case) for case in cases}
         assert "torch._dynamo" not in sys.modules, "training with torch.optim imported torch._dynamo"
         with dynamo_deferred():  # as torchvision and timm decorate functions at import
             @torch.compiler.disable
@@ -216,32 +218,35 @@ def test_a_backbone_is_built_and_trained_without_importing_torch_dynamo_and_comp
         assert add_one(torch.ones(1)).item() == 2.0
         assert "torch._dynamo" not in sys.modules, "calling a function decorated meanwhile imported torch._dynamo"
         with dynamo_deferred():  # any other use of torch._dynamo meanwhile loads the real package
-            from torch._dynamo import config
+            from torch._dynamo import config, graph_break as kept_graph_break  # (the second from the stand-in object)
         assert "torch._dynamo" in sys.modules and hasattr(config, "cache_size_limit") and hasattr(torch._dynamo, "optimize")
         roi_align = sys.modules["torchvision.ops.roi_align"]  # (the package's attribute of that name is the function)
         from torch._dynamo.utils import is_compile_supported
         assert roi_align.is_compile_supported is not is_compile_supported
         assert [roi_align.is_compile_supported(d) for d in ("cpu", "meta")] == [is_compile_supported(d) for d in ("cpu", "meta")]
-        for name, (deferred, _) in steps.items():  # the same steps with dynamo loaded (plain torch) give the same weights
-            w = torch.nn.Parameter(torch.full((3,), 2.0))
-            optimizer = create_optimizer([{"params": [w]}], TrainConfig(optimizer=name, lr=0.5))
-            for _ in range(2):
-                plan.backward_step((w * w).sum(), optimizer, None)
-            assert torch.equal(w.detach(), deferred), name
         from torch._dynamo.testing import CompileCounter
         counter = CompileCounter()
         compiled = torch.compile(lambda x: add_one(x * 2) * 3, backend=counter)
         assert compiled(torch.ones(1)).item() == 9.0
-        optimizer = steps["adam"][1]  # its add_param_group was disabled by torch.optim while the stand-ins were in place
-        group_counter = CompileCounter()
-        def adding(x):
+        def adding(x):  # Optimizer.add_param_group was disabled by torch.optim while the stand-ins were in place
             y = x * 2
             optimizer.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))]})
             return y * 3
-        assert torch.compile(adding, backend=group_counter)(torch.ones(1)).item() == 6.0
-        print("graphs", counter.frame_count, group_counter.frame_count)
+        def breaking(x):
+            y = x * 2
+            kept_graph_break()
+            return y * 3
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1)
+        counts = []
+        for fn in (adding, breaking):
+            fn_counter = CompileCounter()
+            assert torch.compile(fn, backend=fn_counter)(torch.ones(1)).item() == 6.0
+            counts.append(fn_counter.frame_count)
+        plain = {case: train(*case) for case in cases}  # the same steps, torch._dynamo loaded: plain torch.optim
+        assert all(torch.equal(plain[case], deferred[case]) for case in cases), (plain, deferred)
+        print("graphs", counter.frame_count, *counts)
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # functions disabled meanwhile stay disabled under torch.compile: a graph before each and one after it (1 graph for
-    # add_one and 3 for add_param_group if they were traced)
-    assert proc.stdout.split()[-3:] == ["graphs", "2", "2"]
+    # functions disabled meanwhile stay disabled under torch.compile, and a graph_break kept from the window breaks the
+    # graph: a graph before each and one after it (add_one traced: 1 graph; add_param_group traced: 3; no break: 1)
+    assert proc.stdout.split()[-4:] == ["graphs", "2", "2", "2"]
