@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from fedcl.config import TrainConfig
 from fedcl.data.preprocessing import to_model_input
 from fedcl.data.scenarios import Benchmark, Experience
+from fedcl.deferred_dynamo import dynamo_deferred
 from fedcl.guards import finite_loss
 from fedcl.methods.base import Batch, Method, Plugin, TrainedCounts
 from fedcl.methods.statistics import GatheredTasks
 from fedcl.model import ContinualModel
 from fedcl.precision import plan_execution
 from fedcl.sample_features import SampleFeatures, TensorLRU
-from fedcl.deferred_dynamo import dynamo_deferred
+
 
 class TrainSettings(TrainConfig):
     """The ``[train]`` settings plus the seed that drives shuffling."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from fedcl.config import PRECISIONS
-from fedcl.errors import ConfigError
 from fedcl.deferred_dynamo import dynamo_deferred
+from fedcl.errors import ConfigError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -51,15 +51,13 @@ class ExecutionPlan:
         """One optimizer step; its calls into ``torch.optim`` do not import ``torch._dynamo`` (:mod:`fedcl.deferred_dynamo`)."""
         with dynamo_deferred():
             optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            with dynamo_deferred():
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        with dynamo_deferred():
+            if scaler is None:
                 optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            with dynamo_deferred():
+            else:
                 scaler.step(optimizer)
-            scaler.update()
+                scaler.update()
 
 
 def plan_execution(device: torch.device, precision: str = "auto", channels_last: bool | None = None,

@@ -11,8 +11,8 @@ import torch
 
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import load_weights, split_stages
-from fedcl.errors import ConfigError, DataError
 from fedcl.deferred_dynamo import import_vision
+from fedcl.errors import ConfigError, DataError
 
 ARCH = "tf_efficientnet_lite0"
 

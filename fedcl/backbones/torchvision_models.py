@@ -6,8 +6,8 @@ from torch import nn
 
 from fedcl.backbones.base import BACKBONES, BackboneSpec, FrozenBackbone
 from fedcl.backbones.loading import feature_dim_of, load_weights, offline_weights_error, split_stages
-from fedcl.errors import ConfigError
 from fedcl.deferred_dynamo import import_vision
+from fedcl.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedcl.optional import require
 from fedcl.data.arrays import DatasetSplits, ImageArrays
 from fedcl.data.idx import read_idx
 from fedcl.data.image_folder import scan_image_folder
 from fedcl.data.safe_pickle import load_data_pickle
-from fedcl.errors import DataError
-from fedcl.registry import Registry
 from fedcl.deferred_dynamo import import_vision
+from fedcl.errors import DataError
+from fedcl.optional import require
+from fedcl.registry import Registry
 
 DATASETS: Registry[Callable[..., DatasetSplits]] = Registry("dataset", key="data.dataset")
 
