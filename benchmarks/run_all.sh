@@ -23,3 +23,6 @@ echo "== fedcl vs a plain Flower simulation of full fine-tuning"
 $PY benchmarks/vs_plain_flower.py
 echo "== simulation overhead and scaling"
 $PY benchmarks/sim_overhead.py
+echo "== what deferring torch._dynamo costs an optimizer step (with the deferral, then with torch._dynamo loaded)"
+PYTHONPATH=$PWD $PY benchmarks/step_overhead.py
+PYTHONPATH=$PWD $PY benchmarks/step_overhead.py --loaded
